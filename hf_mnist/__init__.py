@@ -1,0 +1,1 @@
+"""Handwritten-digit classification with the Hugging Face ecosystem."""
