@@ -1,0 +1,118 @@
+"""Turning decoded digit datasets into the tensors the model reads.
+
+Images are decoded and normalised once, by the image processor, in batched `datasets.map` work that
+datasets caches on disk. The result is then held as two in-memory tensors, and a training step fetches
+its whole batch with one indexing operation: no PIL, no per-example Python and no per-row Arrow decoding.
+"""
+
+import datasets
+import numpy as np
+import torch
+
+from .image_processing_mnist import MnistImageProcessor
+
+PIXEL_COLUMN = "pixel_values"
+
+
+def pixel_features(image_processor: MnistImageProcessor, labelled: bool) -> datasets.Features:
+    """Features of a prepared split: `pixel_values` as the processor outputs them, and the label."""
+    shape = (image_processor.num_channels, image_processor.size["height"], image_processor.size["width"])
+    features = {PIXEL_COLUMN: datasets.Array3D(shape=shape, dtype="float32")}
+    if labelled:
+        features["label"] = datasets.ClassLabel(names=[str(digit) for digit in range(10)])
+    return datasets.Features(features)
+
+
+def prepare_split(
+    split: datasets.Dataset,
+    image_processor: MnistImageProcessor,
+    *,
+    max_samples: int | None = None,
+    num_proc: int | None = None,
+    desc: str = "Preprocessing digits",
+) -> datasets.Dataset:
+    """Replace the `image` column with the processor's `pixel_values`, formatted as torch tensors."""
+    if max_samples is not None:
+        split = split.select(range(min(max_samples, len(split))))
+    labelled = "label" in split.column_names
+
+    def encode(batch):
+        encoded = {PIXEL_COLUMN: image_processor(batch["image"], return_tensors="np")[PIXEL_COLUMN]}
+        if labelled:
+            encoded["label"] = batch["label"]
+        return encoded
+
+    prepared = split.map(
+        encode,
+        batched=True,
+        batch_size=1000,
+        remove_columns=split.column_names,
+        features=pixel_features(image_processor, labelled),
+        num_proc=num_proc,
+        desc=desc,
+    )
+    return prepared
+
+
+class DigitTensors(torch.utils.data.Dataset):
+    """A prepared split held as tensors: `pixel_values` (N, C, H, W) float32 and, if labelled, `labels` (N,).
+
+    `DataLoader` calls `__getitems__` with the indices of a whole batch, which returns the batch already
+    stacked; `collate_digit_batch` passes it through.
+    """
+
+    def __init__(self, split: datasets.Dataset):
+        columns = split.with_format("numpy")[:]  # every row at once: {column: np.ndarray}
+        self.pixel_values = torch.from_numpy(np.ascontiguousarray(columns[PIXEL_COLUMN]))
+        self.labels = torch.from_numpy(columns["label"].astype(np.int64)) if "label" in split.column_names else None
+
+    def __len__(self) -> int:
+        return self.pixel_values.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {PIXEL_COLUMN: self.pixel_values[index]}
+        if self.labels is not None:
+            item["labels"] = self.labels[index]
+        return item
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        batch = {PIXEL_COLUMN: self.pixel_values[index]}
+        if self.labels is not None:
+            batch["labels"] = self.labels[index]
+        return batch
+
+
+def collate_digit_batch(batch) -> dict[str, torch.Tensor]:
+    """Collate function for `DigitTensors`: pass a stacked batch through, stack a list of examples."""
+    if isinstance(batch, dict):
+        return batch
+    return {key: torch.stack([example[key] for example in batch]) for key in batch[0]}
+
+
+def prepare_splits(
+    raw: datasets.DatasetDict,
+    image_processor: MnistImageProcessor,
+    *,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    num_proc: int | None = None,
+) -> datasets.DatasetDict:
+    """Prepare every split of `raw`; `max_train_samples` caps train, `max_eval_samples` each other split."""
+    prepared = {}
+    for name, split in raw.items():
+        limit = max_train_samples if name == "train" else max_eval_samples
+        prepared[name] = prepare_split(
+            split, image_processor, max_samples=limit, num_proc=num_proc, desc=f"Preprocessing {name} digits"
+        )
+    return datasets.DatasetDict(prepared)
+
+
+__all__ = [
+    "PIXEL_COLUMN",
+    "DigitTensors",
+    "collate_digit_batch",
+    "pixel_features",
+    "prepare_split",
+    "prepare_splits",
+]

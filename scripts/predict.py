@@ -1,0 +1,24 @@
+"""Predict digits with a saved hf-mnist model and write the predictions as CSV.
+
+Examples:
+    python scripts/predict.py --model outputs/mnist-mlp --inputs my_digits/ --output_csv predictions.csv
+    python scripts/predict.py --model outputs/mnist-mlp --inputs test.csv --output_csv submission.csv
+
+Images give rows of file,label,score. A Kaggle digit-recognizer CSV gives a submission: ImageId,Label with
+ids counted from 1.
+"""
+
+import sys
+
+from hf_mnist.cli import parse_arguments, setup_logging
+from hf_mnist.inference import PredictionArguments, run_prediction
+
+
+def main(argv: list[str] | None = None) -> None:
+    (args,) = parse_arguments((PredictionArguments,), argv)
+    setup_logging()
+    run_prediction(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
