@@ -248,9 +248,7 @@ class MnistImageProcessor(BaseImageProcessor):
                 "Call the processor itself for other inputs."
             )
         if return_tensors not in ("np", "pt"):
-            raise ValueError(
-                f"return_tensors must be 'np' or 'pt' for preprocess_uint8, got {return_tensors!r}."
-            )
+            raise ValueError(f"return_tensors must be 'np' or 'pt' for preprocess_uint8, got {return_tensors!r}.")
 
         settings = self._resolve_call_options({}).settings
         pixel_values = _pixel_values_from_stack(images, settings)
@@ -275,9 +273,7 @@ class MnistImageProcessor(BaseImageProcessor):
 
         device = overrides.pop("device", getattr(self, "device", None))
         if device is not None and return_tensors != "pt":
-            raise ValueError(
-                f"device is only used with return_tensors='pt', got return_tensors={return_tensors!r}."
-            )
+            raise ValueError(f"device is only used with return_tensors='pt', got return_tensors={return_tensors!r}.")
 
         return _CallOptions(self._resolve_settings(overrides), return_tensors, input_data_format, device)
 
@@ -301,8 +297,7 @@ class MnistImageProcessor(BaseImageProcessor):
         if overrides:
             accepted = sorted((*_PARAMETER_NAMES, *_CALL_OPTION_NAMES))
             raise TypeError(
-                f"{type(self).__name__} got unexpected keyword arguments {sorted(overrides)}; "
-                f"accepted: {accepted}."
+                f"{type(self).__name__} got unexpected keyword arguments {sorted(overrides)}; accepted: {accepted}."
             )
         for name, allowed in _UNSUPPORTED_OPTIONS.items():
             if values[name] not in allowed:
@@ -435,9 +430,7 @@ def _build_settings(
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}.")
     if num_channels not in (1, 3) or isinstance(num_channels, bool):
-        raise ValueError(
-            f"num_channels must be 1 (grey) or 3 (grey repeated for RGB backbones), got {num_channels!r}."
-        )
+        raise ValueError(f"num_channels must be 1 (grey) or 3 (grey repeated for RGB backbones), got {num_channels!r}.")
     if resample not in _TORCH_INTERPOLATION or isinstance(resample, bool):
         raise ValueError(
             f"resample must be PILImageResampling.NEAREST (0), BILINEAR (2) or BICUBIC (3), got {resample!r}."
@@ -576,9 +569,7 @@ def _grey_from_array(array: np.ndarray, input_data_format: str | None, allow_bat
     return _flatten_alpha(grey, pixels[..., 3])
 
 
-def _to_batched_channels_last(
-    array: np.ndarray, input_data_format: str | None, allow_batch: bool
-) -> np.ndarray:
+def _to_batched_channels_last(array: np.ndarray, input_data_format: str | None, allow_batch: bool) -> np.ndarray:
     """Apply the layout rules of the module docstring and return shape (n, H, W, C) with C in {1, 3, 4}."""
     shape = tuple(array.shape)
     if array.ndim == 2:
@@ -681,9 +672,7 @@ def _pil_float_intensities(pixels: np.ndarray) -> np.ndarray:
         return _float_intensities(pixels)
     low = float(pixels.min())
     if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high > 255 + _FLOAT_RANGE_TOLERANCE:
-        raise ValueError(
-            f"PIL mode 'F' image has values in [{low:g}, {high:g}]; expected the 0-255 scale or [0, 1]."
-        )
+        raise ValueError(f"PIL mode 'F' image has values in [{low:g}, {high:g}]; expected the 0-255 scale or [0, 1].")
     return np.clip(pixels, 0, 255).astype(np.float32)
 
 

@@ -529,9 +529,7 @@ def test_preprocess_uint8_returns_tensor_for_pt(processor, digits):
 
 
 def test_preprocess_uint8_rejects_float(processor, digits):
-    with pytest.raises(
-        ValueError, match=re.escape("preprocess_uint8 expects a (N, H, W) uint8 array or tensor")
-    ):
+    with pytest.raises(ValueError, match=re.escape("preprocess_uint8 expects a (N, H, W) uint8 array or tensor")):
         processor.preprocess_uint8(digits / 255)
 
 
@@ -653,8 +651,7 @@ def test_auto_class_loads_without_hf_mnist(tmp_path, monkeypatch, digits):
         ({"num_channels": 2}, "num_channels must be 1 (grey) or 3 (grey repeated for RGB backbones), got 2."),
         (
             {"image_mean": [0.1, 0.2]},
-            "image_mean must have 1 value or one per output channel (num_channels=1), got 2 values: "
-            "[0.1, 0.2].",
+            "image_mean must have 1 value or one per output channel (num_channels=1), got 2 values: [0.1, 0.2].",
         ),
         (
             {"num_channels": 3, "image_std": [0.3, 0.3]},
