@@ -1301,7 +1301,7 @@ class _HubRequestHandler(http.server.BaseHTTPRequestHandler):
             except Exception:  # a server bug must not kill the connection thread silently
                 logger.exception("LocalHub failed on %s %s", self.command, self.path)
                 response = _json_response({"error": "LocalHub internal error, see the test log"}, 500)
-        # Record before sending the response, so a client that reads the log right after its call sees this request.
+        # Record before sending the response, so the log already contains this request when the client's call returns.
         hub._record(RecordedRequest(self.command, split.path, split.query, response.status))
         self._send(response)
 
@@ -1416,7 +1416,7 @@ class LocalHub:
     def fail_next(
         self, count: int = 1, *, status: int = 500, method: str | None = None, path_contains: str | None = None
     ) -> None:
-        """Answer the next `count` matching requests with `status` instead of handling them."""
+        """Respond to the next `count` matching requests with `status` instead of handling them."""
         self._add_failure(_FailureRule(count, status, method, path_contains))
 
     def drop_next(self, count: int = 1, *, method: str | None = None, path_contains: str | None = None) -> None:
@@ -1466,7 +1466,7 @@ class LocalHub:
 
     @property
     def unknown_requests(self) -> list[str]:
-        """`METHOD path` of requests that matched no route (answered 404 and logged as warnings)."""
+        """`METHOD path` of requests that matched no route (rejected with 404 and logged as warnings)."""
         with self._state_lock:
             return list(self._unknown)
 
