@@ -106,6 +106,12 @@ class MnistTrainingArguments(TrainingArguments):
         default="accuracy", metadata={"help": "Validation metric that picks the best checkpoint."}
     )
     logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    # Without an accelerator, TrainingArguments only sets up multi-process (gloo) training when use_cpu is
+    # true; with its own default, `accelerate launch --num_processes 2` would run two separate trainings.
+    use_cpu: bool = field(
+        default=not torch.accelerator.is_available(),
+        metadata={"help": "Train on the CPU even if a GPU is available. Default: true only without a GPU."},
+    )
     # Pinned memory only helps copies to a GPU; on CPU it costs time and warns.
     dataloader_pin_memory: bool = field(
         default=torch.cuda.is_available(), metadata={"help": "Pin batches in memory for faster GPU copies."}
