@@ -198,6 +198,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     """
     check_training_arguments(training_args)
     checkpoint = find_checkpoint(training_args)
+    push_repo_id = _take_over_push(training_args)
     set_seed(training_args.seed)
 
     # Data: load, split and decode once; datasets caches the decoded tensors for the next run.
@@ -228,6 +229,15 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     sizes = split_summary(splits)
     logger.info("Digits from %s, split sizes: %s", data_args.dataset_name, sizes)
     logger.info("Model: %s, %d parameters", _describe(model.config), model.num_parameters())
+    logger.info(
+        "Batch size %d per device × %d accumulation steps × %d processes = %d examples per optimizer step",
+        training_args.per_device_train_batch_size,
+        training_args.gradient_accumulation_steps,
+        training_args.world_size,
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * training_args.world_size,
+    )
 
     callbacks = []
     if training_args.early_stopping_patience:
@@ -266,9 +276,105 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
             details[split_name] = compute_digit_metrics(prediction.predictions.argmax(axis=-1), prediction.label_ids)
 
     if trainer.is_world_process_zero():
-        write_json(Path(training_args.output_dir) / "evaluation_details.json", details)
+        output_dir = Path(training_args.output_dir)
+        write_json(output_dir / "evaluation_details.json", details)
+        write_json(output_dir / "run_info.json", describe_run(model, data_args, training_args, sizes))
         _log_summary(training_args.output_dir, metrics)
+
+    if push_repo_id is not None:
+        if trainer.is_world_process_zero():
+            from .hub import push_output_dir
+
+            push_output_dir(
+                training_args.output_dir,
+                push_repo_id,
+                token=training_args.hub_token,
+                private=training_args.hub_private_repo,
+            )
+        trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _take_over_push(training_args: MnistTrainingArguments) -> str | None:
+    """Check Hub access before training, and push once at the end instead of Trainer's push on every save.
+
+    Trainer's own `--push_to_hub` uploads each checkpoint with a generic card; hf-mnist pushes the final
+    folder once, with its own model card. Returns the repo id to push to, or None.
+    """
+    if not training_args.push_to_hub:
+        return None
+    if not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id user/name, the Hub repo to create or update.")
+    if training_args.process_index == 0:
+        from .hub import check_push_access
+
+        check_push_access(training_args.hub_model_id, token=training_args.hub_token)
+    training_args.push_to_hub = False
+    return training_args.hub_model_id
+
+
+def dataset_provenance(dataset_name: str) -> dict:
+    """Where the digits came from, with no local path: `sample`, a Hub id, or only the kind of local source."""
+    if dataset_name == "sample":
+        return {"source": "sample", "hub_id": None}
+    path = Path(dataset_name).expanduser()
+    if path.exists():
+        kind = path.suffix.lstrip(".").lower() if path.is_file() else "folder"
+        return {"source": "local", "hub_id": None, "format": kind or "file"}
+    return {"source": "hub", "hub_id": dataset_name}
+
+
+def describe_run(
+    model: MnistForImageClassification,
+    data_args: DataArguments,
+    training_args: MnistTrainingArguments,
+    split_sizes: dict[str, int],
+) -> dict:
+    """Facts of the run that results files do not hold, for the model card: data, hyperparameters, versions."""
+    import accelerate
+    import datasets
+    import transformers
+
+    world_size = training_args.world_size
+    per_device = training_args.per_device_train_batch_size
+    accumulation = training_args.gradient_accumulation_steps
+    return {
+        "dataset": dataset_provenance(data_args.dataset_name),
+        "split_sizes": split_sizes,
+        "architecture": _describe(model.config),
+        "num_parameters": model.num_parameters(),
+        "hyperparameters": {
+            "num_train_epochs": training_args.num_train_epochs,
+            "learning_rate": training_args.learning_rate,
+            "optimizer": str(training_args.optim),
+            "weight_decay": training_args.weight_decay,
+            "lr_scheduler_type": str(training_args.lr_scheduler_type),
+            "warmup_steps": training_args.warmup_steps,
+            "per_device_train_batch_size": per_device,
+            "gradient_accumulation_steps": accumulation,
+            "num_processes": world_size,
+            "effective_batch_size": per_device * accumulation * world_size,
+            "mixed_precision": training_args.mixed_precision,
+            "seed": training_args.seed,
+            "metric_for_best_model": training_args.metric_for_best_model,
+        },
+        "framework_versions": {
+            "hf_mnist": _package_version(),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "datasets": datasets.__version__,
+            "accelerate": accelerate.__version__,
+        },
+    }
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hf-mnist")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _describe(config: MnistConfig) -> str:
