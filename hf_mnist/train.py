@@ -282,16 +282,23 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         _log_summary(training_args.output_dir, metrics)
 
     if push_repo_id is not None:
+        push_error = None
         if trainer.is_world_process_zero():
-            from .hub import push_output_dir
+            from .hub import HubAccessError, HubPushError, push_output_dir
 
-            push_output_dir(
-                training_args.output_dir,
-                push_repo_id,
-                token=training_args.hub_token,
-                private=training_args.hub_private_repo,
-            )
+            try:
+                push_output_dir(
+                    training_args.output_dir,
+                    push_repo_id,
+                    token=training_args.hub_token,
+                    private=training_args.hub_private_repo,
+                )
+            except (HubAccessError, HubPushError, ConnectionError) as err:
+                # Raised after the barrier, so that the other processes exit instead of waiting at it.
+                push_error = err
         trainer.accelerator.wait_for_everyone()
+        if push_error is not None:
+            raise push_error
     return metrics
 
 
@@ -346,9 +353,9 @@ def describe_run(
         "hyperparameters": {
             "num_train_epochs": training_args.num_train_epochs,
             "learning_rate": training_args.learning_rate,
-            "optimizer": str(training_args.optim),
+            "optimizer": getattr(training_args.optim, "value", training_args.optim),
             "weight_decay": training_args.weight_decay,
-            "lr_scheduler_type": str(training_args.lr_scheduler_type),
+            "lr_scheduler_type": getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type),
             "warmup_steps": training_args.warmup_steps,
             "per_device_train_batch_size": per_device,
             "gradient_accumulation_steps": accumulation,
@@ -357,6 +364,7 @@ def describe_run(
             "mixed_precision": training_args.mixed_precision,
             "seed": training_args.seed,
             "metric_for_best_model": training_args.metric_for_best_model,
+            "load_best_model_at_end": training_args.load_best_model_at_end,
         },
         "framework_versions": {
             "hf_mnist": _package_version(),
