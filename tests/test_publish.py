@@ -519,6 +519,18 @@ def test_push_script_exits_with_message(published_run, hub, monkeypatch):
     assert upload_requests(hub) == []
 
 
+def test_push_script_creates_private_repo(published_run, hub, hub_token):
+    repo_id = hub.new_repo_id("private")
+
+    load_push_script().main(
+        [str(published_run.output_dir), "--repo_id", repo_id, "--private", "--commit_message", "First upload"]
+    )
+
+    assert HfApi().repo_info(repo_id).private is True
+    assert HfApi().list_repo_commits(repo_id)[0].title == "First upload"
+    assert set(HfApi().list_repo_files(repo_id)) == EXPECTED_REPO_FILES
+
+
 # --- Repeated and failed pushes --------------------------------------------------------------------
 
 
