@@ -64,6 +64,12 @@ def processor() -> MnistImageProcessor:
     return MnistImageProcessor()
 
 
+@pytest.fixture
+def plain_processor() -> MnistImageProcessor:
+    """A processor without the MNIST-style step, for rules that the step would mask by re-framing the image."""
+    return MnistImageProcessor(do_mnist_normalize=False)
+
+
 def pixel_values(processor: MnistImageProcessor, images, **kwargs) -> np.ndarray:
     return processor(images, return_tensors="np", **kwargs)["pixel_values"]
 
@@ -252,10 +258,10 @@ def test_la_white_on_transparent_matches_grey(processor, digit):
     np.testing.assert_array_equal(output, expected)
 
 
-def test_black_on_transparent_stays_visible(processor, digit):
+def test_black_on_transparent_stays_visible(plain_processor, digit):
     image = Image.merge("RGBA", [solid(0), solid(0), solid(0), grey_image(digit)])
 
-    output = pixel_values(processor, image)[0, 0]
+    output = pixel_values(plain_processor, image)[0, 0]
 
     stroke = output[digit == 255].mean()
     background = output[digit == 0].mean()
@@ -271,12 +277,12 @@ def test_black_on_transparent_lands_on_white(processor, digit):
     np.testing.assert_array_equal(output, expected)
 
 
-def test_white_background_logs_warning(processor, digit, caplog):
+def test_white_background_logs_warning(plain_processor, digit, caplog):
     logging.Logger.warning_once.cache_clear()  # transformers logs each message once per process
     image = Image.merge("RGBA", [solid(0), solid(0), solid(0), grey_image(digit)])
 
     with caplog.at_level(logging.WARNING, logger="hf_mnist.image_processing_mnist"):
-        processor(image)
+        plain_processor(image)
 
     assert "dark on light" in caplog.text
 
@@ -386,8 +392,8 @@ def test_bool_array_maps_to_black_and_white(processor, digit):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_white_pixel_maps_to_normalized_one(processor):
-    output = pixel_values(processor, np.full((28, 28), 255, dtype=np.uint8))
+def test_white_pixel_maps_to_normalized_one(plain_processor):
+    output = pixel_values(plain_processor, np.full((28, 28), 255, dtype=np.uint8))
 
     np.testing.assert_allclose(output, (1 - MNIST_MEAN) / MNIST_STD, rtol=1e-6)
 
@@ -440,7 +446,7 @@ def test_resize_with_three_channels(digits, size):
 
 
 def test_upsizing_matches_pil_bilinear(digit):
-    processor = MnistImageProcessor(size=32)
+    processor = MnistImageProcessor(size=32, do_mnist_normalize=False)
     pil_resized = grey_image(digit).resize((32, 32), Image.Resampling.BILINEAR)
 
     output = pixel_values(processor, grey_image(digit))
@@ -449,12 +455,12 @@ def test_upsizing_matches_pil_bilinear(digit):
     np.testing.assert_allclose(output, expected, atol=ONE_GREY_LEVEL)
 
 
-def test_downsizing_matches_pil_bilinear(processor, digit):
+def test_downsizing_matches_pil_bilinear(plain_processor, digit):
     large = grey_image(digit).resize((112, 112), Image.Resampling.BICUBIC)
     pil_resized = large.resize((28, 28), Image.Resampling.BILINEAR)
 
-    output = pixel_values(processor, large)
-    expected = pixel_values(processor, pil_resized)
+    output = pixel_values(plain_processor, large)
+    expected = pixel_values(plain_processor, pil_resized)
 
     np.testing.assert_allclose(output, expected, atol=ONE_GREY_LEVEL)
 
@@ -471,7 +477,7 @@ def test_mixed_sizes_keep_input_order(processor, digits):
 
 
 def test_mixed_sizes_without_resize_list(digits):
-    processor = MnistImageProcessor(do_resize=False)
+    processor = MnistImageProcessor(do_resize=False, do_mnist_normalize=False)
     images = [grey_image(digits[0]), grey_image(digits[1]).resize((32, 32))]
 
     output = processor(images)["pixel_values"]
@@ -480,7 +486,7 @@ def test_mixed_sizes_without_resize_list(digits):
 
 
 def test_mixed_sizes_reject_tensors(digits):
-    processor = MnistImageProcessor(do_resize=False)
+    processor = MnistImageProcessor(do_resize=False, do_mnist_normalize=False)
     images = [grey_image(digits[0]), grey_image(digits[1]).resize((32, 32))]
 
     with pytest.raises(ValueError, match=re.escape("Images have different sizes [(28, 28), (32, 32)]")):
@@ -502,6 +508,303 @@ def test_attribute_change_applies_next_call(processor, digit):
     output = pixel_values(processor, digit)
 
     assert output.shape == (1, 1, 20, 20)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MNIST-style normalization
+# ---------------------------------------------------------------------------------------------------------
+
+
+def frames(processor: MnistImageProcessor, images, **kwargs) -> np.ndarray:
+    """Return the (N, H, W) uint8 images that the processor's `pixel_values` encode."""
+    return processor.unnormalize(pixel_values(processor, images, **kwargs))
+
+
+def ink_extent(frame: np.ndarray) -> tuple[int, int, int, int]:
+    """Return (top, left, height, width) of the nonzero pixels of a frame."""
+    rows, cols = np.flatnonzero(frame.any(axis=1)), np.flatnonzero(frame.any(axis=0))
+    return int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+def center_of_mass(frame: np.ndarray) -> np.ndarray:
+    """Return the intensity-weighted mean (row, column) index of a frame."""
+    rows, cols = np.indices(frame.shape)
+    weights = frame.astype(np.float64)
+    return np.array([(weights * rows).sum(), (weights * cols).sum()]) / weights.sum()
+
+
+def enlarged(digit: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(grey_image(digit).resize((side, side), Image.Resampling.BICUBIC))
+
+
+def on_canvas(patch: np.ndarray, shape: tuple[int, int], top: int, left: int, background: int = 0) -> np.ndarray:
+    canvas = np.full(shape, background, dtype=np.uint8)
+    canvas[top : top + patch.shape[0], left : left + patch.shape[1]] = patch
+    return canvas
+
+
+def lit_unevenly(digit: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Return the digit as dark ink on paper lit from one side (grey 150 to 250) with noise, 120 x 120 uint8."""
+    ink = on_canvas(enlarged(digit, 84), (120, 120), 20, 30) / 255
+    paper = np.linspace(150, 250, 120)[None, :]
+    noise = np.random.default_rng(seed).normal(0, 5, (120, 120))
+    return np.clip(paper * (1 - ink) + 30 * ink + noise, 0, 255).astype(np.uint8)
+
+
+def test_mnist_digits_pass_unchanged(processor, digits):
+    output = frames(processor, [grey_image(d) for d in digits])
+
+    np.testing.assert_array_equal(output, digits)
+
+
+def test_off_centre_digit_is_recentred(processor, digit):
+    image = on_canvas(digit, (60, 80), 3, 45)
+
+    output = frames(processor, image)[0]
+
+    np.testing.assert_array_equal(output, digit)
+
+
+@pytest.mark.parametrize(
+    ("invert", "dark_on_light", "found"),
+    [
+        ("auto", True, True),
+        ("auto", False, True),
+        ("always", True, True),
+        ("never", True, False),
+        ("always", False, False),
+    ],
+)
+def test_invert_mode_decides_polarity(digit, invert, dark_on_light, found):
+    processor = MnistImageProcessor(invert=invert)
+    image = 255 - digit if dark_on_light else digit
+
+    output = processor(image, return_tensors="np")
+
+    assert output["digit_found"].tolist() == [found]
+
+
+@pytest.mark.parametrize("invert", ["auto", "always"])
+def test_dark_on_light_digit_is_inverted(digit, invert):
+    processor = MnistImageProcessor(invert=invert)
+
+    output = frames(processor, 255 - digit)[0]
+
+    np.testing.assert_array_equal(output, digit)
+
+
+def test_dark_strokes_on_transparent_match_light_digit(processor, digit, caplog):
+    logging.Logger.warning_once.cache_clear()
+    image = Image.merge("RGBA", [solid(0), solid(0), solid(0), grey_image(digit)])
+
+    with caplog.at_level(logging.WARNING, logger="hf_mnist.image_processing_mnist"):
+        output = frames(processor, image)[0]
+
+    np.testing.assert_array_equal(output, digit)
+    assert "dark on light" not in caplog.text
+
+
+def test_large_digit_fits_box_at_centre_of_mass(processor, digits):
+    images = [on_canvas(enlarged(d, 84), (150, 120), 50, 10) for d in digits]
+
+    output = frames(processor, images)
+
+    for frame in output:
+        _, _, height, width = ink_extent(frame)
+        assert 18 < max(height, width) <= 20  # a faint edge row may round to 0
+        assert np.abs(center_of_mass(frame) - 14).max() <= 0.5
+
+
+def test_small_digit_is_enlarged(processor, digit):
+    image = on_canvas(np.asarray(grey_image(digit).resize((14, 14), Image.Resampling.BILINEAR)), (40, 40), 2, 20)
+
+    _, _, height, width = ink_extent(frames(processor, image)[0])
+
+    assert max(height, width) == 20
+
+
+def test_large_photo_is_shrunk_before_normalizing(processor, digit):
+    image = on_canvas(enlarged(digit, 280), (1200, 900), 700, 100, background=0)
+
+    output = processor(image, return_tensors="np")
+
+    assert output["digit_found"].tolist() == [True]
+    _, _, height, width = ink_extent(processor.unnormalize(output["pixel_values"])[0])
+    assert 18 < max(height, width) <= 20
+
+
+def test_digit_box_size_sets_longer_side(digit):
+    processor = MnistImageProcessor(digit_box_size=12)
+
+    _, _, height, width = ink_extent(frames(processor, on_canvas(digit, (56, 56), 10, 20))[0])
+
+    assert max(height, width) == 12
+
+
+def test_crop_off_scales_whole_image(digit):
+    processor = MnistImageProcessor(do_crop_to_digit=False)
+    image = on_canvas(digit, (56, 56), 0, 0)  # the digit's 20-pixel box fills a little over a third of the image
+
+    _, _, height, width = ink_extent(frames(processor, image)[0])
+
+    assert max(height, width) < 12
+
+
+def test_scale_off_keeps_pixel_size(digit):
+    processor = MnistImageProcessor(do_scale_digit=False)
+    doubled = np.asarray(grey_image(digit).resize((56, 56), Image.Resampling.NEAREST))  # a 40-pixel box
+
+    _, _, height, width = ink_extent(frames(processor, on_canvas(doubled, (100, 100), 20, 30))[0])
+
+    assert max(height, width) == 28  # cut by the frame
+
+
+def test_center_of_mass_off_centres_box(digit):
+    processor = MnistImageProcessor(do_center_of_mass=False)
+
+    top, left, height, width = ink_extent(frames(processor, on_canvas(digit, (50, 50), 9, 2))[0])
+
+    assert (top, left) == ((28 - height) // 2, (28 - width) // 2)
+
+
+def test_uneven_lighting_is_removed(processor, digit):
+    clean = frames(processor, enlarged(digit, 84))[0]
+    background = ~_dilated(clean > 0, 2)
+
+    output = frames(processor, lit_unevenly(digit))[0]
+
+    assert np.count_nonzero(output[background]) == 0
+    assert np.corrcoef(output.ravel(), clean.ravel())[0, 1] > 0.85
+
+
+def test_background_correction_off_keeps_paper(digit):
+    processor = MnistImageProcessor(do_correct_background=False)
+    clean = frames(processor, enlarged(digit, 84))[0]
+    top, left, height, width = ink_extent(clean)
+    inside_box = np.zeros_like(clean, dtype=bool)
+    inside_box[top : top + height, left : left + width] = True
+
+    output = frames(processor, lit_unevenly(digit))[0]
+
+    # The inverted paper, 255 minus 150 to 250, stays between the strokes.
+    assert np.median(output[inside_box & (clean == 0)]) > 5
+
+
+def _dilated(mask: np.ndarray, pixels: int) -> np.ndarray:
+    padded = np.pad(mask, pixels)
+    grown = np.zeros_like(mask)
+    for dy in range(2 * pixels + 1):
+        for dx in range(2 * pixels + 1):
+            grown |= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
+    return grown
+
+
+def _jpeg(pixels: np.ndarray) -> Image.Image:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=75)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+_NO_DIGIT_RNG = np.random.default_rng(7)
+_NO_DIGIT_IMAGES = {
+    "black": np.zeros((28, 28), dtype=np.uint8),
+    "white": np.full((28, 28), 255, dtype=np.uint8),
+    "grey-rectangle": np.full((120, 90), 128, dtype=np.uint8),
+    "gaussian-noise": np.clip(_NO_DIGIT_RNG.normal(128, 40, (100, 100)), 0, 255).astype(np.uint8),
+    "uniform-noise": _NO_DIGIT_RNG.integers(0, 256, (28, 28), dtype=np.uint8),
+    "gradient": np.tile(np.linspace(0, 255, 150).astype(np.uint8), (150, 1)),
+    "blank-paper-jpeg": _jpeg(
+        np.clip(np.linspace(230, 150, 150)[None, :] + _NO_DIGIT_RNG.normal(0, 6, (150, 150)), 0, 255).astype(np.uint8)
+    ),
+    "transparent": Image.new("RGBA", (64, 64), (0, 0, 0, 0)),
+    "float-zeros": np.zeros((28, 28), dtype=np.float32),
+}
+
+
+@pytest.mark.parametrize("image", list(_NO_DIGIT_IMAGES.values()), ids=list(_NO_DIGIT_IMAGES))
+def test_image_without_digit_is_flagged(processor, image):
+    output = processor(image, return_tensors="np")
+
+    assert output["digit_found"].tolist() == [False]
+    np.testing.assert_allclose(output["pixel_values"], -MNIST_MEAN / MNIST_STD, rtol=1e-6)  # an empty frame
+
+
+def test_digit_found_follows_input_order(processor, digits):
+    images = [grey_image(digits[0]), np.zeros((50, 50), dtype=np.uint8), lit_unevenly(digits[1]), digits[2]]
+
+    output = processor(images, return_tensors="np")
+
+    assert output["digit_found"].tolist() == [True, False, True, True]
+
+
+@pytest.mark.parametrize(
+    ("return_tensors", "kind"), [(None, list), ("np", np.ndarray), ("pt", torch.Tensor)], ids=["none", "np", "pt"]
+)
+def test_digit_found_follows_return_tensors(processor, digit, return_tensors, kind):
+    output = processor([digit, np.zeros_like(digit)], return_tensors=return_tensors)["digit_found"]
+
+    assert isinstance(output, kind)
+    assert [bool(found) for found in output] == [True, False]
+
+
+def test_digit_found_absent_without_normalization(plain_processor, digit):
+    output = plain_processor(digit, return_tensors="pt")
+
+    assert set(output.keys()) == {"pixel_values"}
+
+
+def test_normalization_call_override(processor, digit):
+    output = processor(digit, return_tensors="pt", do_mnist_normalize=False)
+
+    assert "digit_found" not in output
+
+
+def test_batch_and_single_images_agree(processor, digits):
+    images = [lit_unevenly(d, seed=index) for index, d in enumerate(digits[:4])]
+
+    batch = frames(processor, images)
+    single = np.concatenate([frames(processor, image) for image in images])
+
+    np.testing.assert_array_equal(batch, single)
+
+
+def test_preprocess_uint8_returns_digit_found(processor, digits):
+    images = np.concatenate([digits[:3], np.zeros((1, 28, 28), dtype=np.uint8)])
+    expected = processor(list(images), return_tensors="np")
+
+    pixels, digit_found = processor.preprocess_uint8(images, return_digit_found=True)
+
+    np.testing.assert_array_equal(pixels, expected["pixel_values"])
+    np.testing.assert_array_equal(digit_found, expected["digit_found"])
+
+
+def test_preprocess_uint8_digit_found_none_without_normalization(plain_processor, digits):
+    _, digit_found = plain_processor.preprocess_uint8(digits, return_digit_found=True)
+
+    assert digit_found is None
+
+
+@pytest.mark.parametrize("parameters", [{}, {"num_channels": 3}, {"do_mnist_normalize": False}])
+def test_unnormalize_recovers_grey_levels(digits, parameters):
+    processor = MnistImageProcessor(**parameters)
+
+    output = processor.unnormalize(pixel_values(processor, list(digits)))
+
+    assert output.dtype == np.uint8
+    np.testing.assert_array_equal(output, digits)
+
+
+def test_unnormalize_keeps_output_size(digits):
+    processor = MnistImageProcessor(size=20)
+
+    output = processor.unnormalize(pixel_values(processor, list(digits)))
+
+    assert output.shape == (10, 20, 20)
+
+
+def test_unnormalize_rejects_wrong_shape(processor, digit):
+    with pytest.raises(ValueError, match=re.escape("unnormalize expects pixel_values of shape (batch, 1, height")):
+        processor.unnormalize(pixel_values(processor, digit)[0])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -553,6 +856,29 @@ def test_save_pretrained_writes_expected_config(tmp_path):
     assert config["do_rescale"] is True
     assert config["rescale_factor"] == pytest.approx(1 / 255)
     assert config["do_normalize"] is True
+
+
+def test_save_pretrained_writes_normalization_defaults(tmp_path):
+    MnistImageProcessor().save_pretrained(tmp_path)
+
+    config = json.loads((tmp_path / "preprocessor_config.json").read_text())
+
+    assert config["do_mnist_normalize"] is True
+    assert config["invert"] == "auto"
+    assert config["do_correct_background"] is True
+    assert config["do_crop_to_digit"] is True
+    assert config["do_scale_digit"] is True
+    assert config["digit_box_size"] == 20
+    assert config["do_center_of_mass"] is True
+
+
+def test_from_pretrained_restores_normalization(tmp_path):
+    saved = MnistImageProcessor(invert="never", do_center_of_mass=False, digit_box_size=18)
+    saved.save_pretrained(tmp_path)
+
+    loaded = MnistImageProcessor.from_pretrained(tmp_path)
+
+    assert loaded.to_dict() == saved.to_dict()
 
 
 def test_from_pretrained_restores_config(tmp_path):
@@ -667,6 +993,12 @@ def test_auto_class_loads_without_hf_mnist(tmp_path, monkeypatch, digits):
         ({"rescale_factor": 0}, "rescale_factor must be a positive number, got 0."),
         ({"do_resize": "yes"}, "do_resize must be True or False, got 'yes'."),
         ({"do_center_crop": True}, "MnistImageProcessor does not support do_center_crop=True"),
+        ({"do_mnist_normalize": "yes"}, "do_mnist_normalize must be True or False, got 'yes'."),
+        ({"do_center_of_mass": 1}, "do_center_of_mass must be True or False, got 1."),
+        ({"invert": "sometimes"}, "invert must be one of ['auto', 'always', 'never'], got 'sometimes'."),
+        ({"digit_box_size": 29}, "digit_box_size must be an int from 1 to 28 (pixels of the MNIST frame), got 29."),
+        ({"digit_box_size": 0}, "digit_box_size must be an int from 1 to 28"),
+        ({"digit_box_size": 20.0}, "digit_box_size must be an int from 1 to 28"),
     ],
 )
 def test_invalid_parameter_raises(parameters, message):
