@@ -40,6 +40,15 @@ class PredictionArguments:
         },
     )
     batch_size: int = field(default=256, metadata={"help": "Images per forward pass."})
+    explain_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder in which to save, as a grey PNG, the image the model saw for each input: the "
+            "pixel values turned back into 0-255 grey levels (28 x 28 unless the model reads another size). "
+            "Image inputs then get a model_input column with the PNG's path; a Kaggle CSV keeps its two "
+            "columns, and the PNGs are named after the ImageId. Default: save none."
+        },
+    )
 
 
 def load_model(model_name_or_path: str) -> tuple[MnistForImageClassification, MnistImageProcessor]:
@@ -72,6 +81,16 @@ def find_images(inputs: list[str]) -> list[Path]:
     return images
 
 
+def _make_explain_dir(explain_dir: str | None) -> Path | None:
+    if explain_dir is None:
+        return None
+    folder = Path(explain_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--explain_dir {folder} is a file; give a folder for the model-input PNGs.")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _batches(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -86,29 +105,97 @@ def _open_image(path: Path) -> Image.Image:
         raise ValueError(f"Cannot read image file {path}: {err}. Remove it or convert it to PNG.") from err
 
 
-def predict_images(args: PredictionArguments, paths: list[Path]) -> list[tuple[str, str, float]]:
+def save_model_inputs(
+    image_processor: MnistImageProcessor, pixel_values: torch.Tensor, paths: list[Path]
+) -> list[Path]:
+    """Save each image of `pixel_values` as the grey PNG at the matching path, and return the paths."""
+    images = image_processor.unnormalize(pixel_values)  # (B, H, W) uint8
+    for image, path in zip(images, paths, strict=True):
+        Image.fromarray(image).save(path)  # (H, W) uint8 gives mode "L"
+    return paths
+
+
+def predict_images(args: PredictionArguments, paths: list[Path]) -> tuple[tuple[str, ...], list[tuple]]:
+    """
+    Predict every image file: returns the CSV header and one row per file.
+
+    The columns are file, label and score, then digit_found when the processor reports it (with its
+    MNIST-style step on), then model_input with `explain_dir`. An image without a digit gets an empty label
+    and score rather than the model's guess on an empty frame.
+    """
     model, image_processor = load_model(args.model)
-    rows = []
-    for batch in tqdm(list(_batches(paths, args.batch_size)), desc="Predicting", unit="batch"):
-        pixel_values = image_processor([_open_image(path) for path in batch], return_tensors="pt")["pixel_values"]
-        classes, scores = classify(model, pixel_values)
-        for path, class_id, score in zip(batch, classes, scores, strict=True):
-            rows.append((str(path), model.config.id2label[int(class_id)], round(float(score), 6)))
-    return rows
+    explain_dir = _make_explain_dir(args.explain_dir)
+    records = []
+    for batch_index, batch in enumerate(tqdm(list(_batches(paths, args.batch_size)), desc="Predicting", unit="batch")):
+        inputs = image_processor([_open_image(path) for path in batch], return_tensors="pt")
+        classes, scores = classify(model, inputs["pixel_values"])
+        digit_found = inputs.get("digit_found")
+        model_inputs = None
+        if explain_dir is not None:
+            first = batch_index * args.batch_size
+            names = [explain_dir / f"{first + offset:06d}_{path.stem}.png" for offset, path in enumerate(batch)]
+            model_inputs = save_model_inputs(image_processor, inputs["pixel_values"], names)
+
+        for index, path in enumerate(batch):
+            record = {
+                "file": str(path),
+                "label": model.config.id2label[int(classes[index])],
+                "score": round(float(scores[index]), 6),
+            }
+            if digit_found is not None:
+                record["digit_found"] = bool(digit_found[index])
+                if not record["digit_found"]:
+                    record["label"] = record["score"] = ""
+            if model_inputs is not None:
+                record["model_input"] = str(model_inputs[index])
+            records.append(record)
+
+    without_digit = sum(record.get("digit_found") is False for record in records)
+    if without_digit:
+        logger.warning(
+            "No digit found in %d of %d images; their label and score are left empty.", without_digit, len(records)
+        )
+    header = tuple(records[0]) if records else ("file", "label", "score")
+    return header, [tuple(record.values()) for record in records]
 
 
 def predict_csv(args: PredictionArguments, csv_path: Path) -> list[tuple[int, str]]:
     model, image_processor = load_model(args.model)
     pixels, labels = read_digit_csv(csv_path)  # (N, 28, 28) uint8, labels or None
+    explain_dir = _make_explain_dir(args.explain_dir)
     rows = []
     predicted = []
+    without_digit = []
     for start in tqdm(range(0, len(pixels), args.batch_size), desc="Predicting", unit="batch"):
         chunk = pixels[start : start + args.batch_size]
-        classes, _ = classify(model, image_processor.preprocess_uint8(chunk, return_tensors="pt"))
+        pixel_values, digit_found = image_processor.preprocess_uint8(
+            chunk, return_tensors="pt", return_digit_found=True
+        )
+        classes, _ = classify(model, pixel_values)
         predicted.append(classes)
+
+        image_ids = range(start + 1, start + len(chunk) + 1)  # Kaggle counts ImageId from 1
+        if digit_found is not None:
+            without_digit.extend(
+                image_id for image_id, found in zip(image_ids, digit_found.tolist(), strict=True) if not found
+            )
+        if explain_dir is not None:
+            save_model_inputs(
+                image_processor, pixel_values, [explain_dir / f"{image_id}.png" for image_id in image_ids]
+            )
+
     predicted = np.concatenate(predicted) if predicted else np.zeros(0, dtype=np.int64)
     for index, class_id in enumerate(predicted, start=1):
         rows.append((index, model.config.id2label[int(class_id)]))
+
+    if without_digit:
+        # A submission needs a label on every row, so these keep the model's guess.
+        logger.warning(
+            "No digit found in %d of %d images (ImageId %s); their labels are guesses on an empty frame.",
+            len(without_digit),
+            len(rows),
+            ", ".join(str(image_id) for image_id in without_digit[:10]) + (", ..." if len(without_digit) > 10 else ""),
+        )
     if labels is not None:
         logger.info("Accuracy against the CSV's labels: %.4f", float((predicted == labels).mean()))
     return rows
@@ -126,8 +213,7 @@ def run_prediction(args: PredictionArguments) -> Path:
         header = ("ImageId", "Label")
         rows = predict_csv(args, Path(csv_inputs[0]))
     else:
-        header = ("file", "label", "score")
-        rows = predict_images(args, find_images(args.inputs))
+        header, rows = predict_images(args, find_images(args.inputs))
 
     # Written through a temporary file, so an interrupted run leaves no truncated predictions.
     output = Path(args.output_csv)
@@ -142,4 +228,4 @@ def run_prediction(args: PredictionArguments) -> Path:
     return output
 
 
-__all__ = ["PredictionArguments", "classify", "find_images", "load_model", "run_prediction"]
+__all__ = ["PredictionArguments", "classify", "find_images", "load_model", "run_prediction", "save_model_inputs"]
