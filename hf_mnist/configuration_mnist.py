@@ -1,8 +1,11 @@
 """Configuration of the hf-mnist digit classifier.
 
 This file is shipped to the Hub next to the weights and loaded with `trust_remote_code=True`, so it imports
-only the standard library and transformers.
+only the standard library, transformers and, to check a backbone name, timm when it is installed.
 """
+
+import difflib
+import re
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -33,15 +36,26 @@ class MnistConfig(PreTrainedConfig):
         dropout (`float`, defaults to 0.0):
             Dropout probability after each hidden activation, in [0, 1).
         image_size (`int`, defaults to 28):
-            Height and width of the input image in pixels.
+            Height and width in pixels of the `pixel_values` the model reads: 28 for the dense network, the
+            input size of the backbone otherwise (the image processor resizes the 28×28 digits to it).
         num_channels (`int`, defaults to 1):
             Channels of `pixel_values` the network reads: 1 (grey) or 3 (RGB).
         backbone (`str`, *optional*):
-            Name of a timm architecture, for example `"resnet18"`. `None` keeps the dense network alone.
+            Name of a timm architecture, optionally with a pretrained tag, for example `"resnet18"` or
+            `"resnet18.a1_in1k"`. `None` keeps the dense network alone.
         backbone_pretrained (`bool`, defaults to `False`):
-            Whether a new model starts from the backbone's pretrained weights rather than a random init.
+            Whether the backbone started training from pretrained weights rather than a random init. The
+            model never fetches these weights itself: the training code loads them into a new model, and a
+            saved model carries them in its own weights file, so loading it needs no download.
+        backbone_weights_sha256 (`str`, *optional*):
+            SHA-256 of the local file the pretrained backbone weights came from. It is `None` when they are
+            the weights timm publishes for `backbone`, or when there are none. The file's path is never
+            recorded, so that a published config reveals no local folder or user name.
         backbone_freeze (`str`, defaults to `"none"`):
             Which backbone parameters stay fixed in training: `"none"`, `"all"` or `"all_but_last_stage"`.
+            The last stage is every backbone layer registered after the second-deepest feature level that
+            timm's `feature_info` lists: the layers that produce the deepest features, and the final norms
+            or head convolutions after them.
     """
 
     model_type = "hf_mnist"
@@ -53,6 +67,7 @@ class MnistConfig(PreTrainedConfig):
     num_channels: int = 1
     backbone: str | None = None
     backbone_pretrained: bool = False
+    backbone_weights_sha256: str | None = None
     backbone_freeze: str = "none"
 
     def __post_init__(self, **kwargs):
@@ -94,11 +109,75 @@ class MnistConfig(PreTrainedConfig):
                 f"MnistConfig.backbone_freeze={self.backbone_freeze!r} is not one of "
                 f"{', '.join(BACKBONE_FREEZE_MODES)}."
             )
+        self._check_backbone()
         if self.num_labels != len(self.id2label):
             raise ValueError(
                 f"MnistConfig.num_labels={self.num_labels} does not match id2label, which names "
                 f"{len(self.id2label)} classes; pass one of them only."
             )
+
+    def _check_backbone(self):
+        if self.backbone is None:
+            backbone_settings = {
+                "backbone_pretrained": (self.backbone_pretrained, False),
+                "backbone_weights_sha256": (self.backbone_weights_sha256, None),
+                "backbone_freeze": (self.backbone_freeze, "none"),
+            }
+            for name, (value, default) in backbone_settings.items():
+                if value != default:
+                    raise ValueError(
+                        f"MnistConfig.{name}={value!r} needs a backbone; set backbone to a timm architecture "
+                        f"name, or leave {name} at {default!r}."
+                    )
+            return
+
+        _check_backbone_name(self.backbone)
+        if self.backbone_weights_sha256 is not None:
+            if not self.backbone_pretrained:
+                raise ValueError(
+                    "MnistConfig.backbone_weights_sha256 is set but backbone_pretrained=False; the digest "
+                    "describes pretrained weights, so set backbone_pretrained=True or drop the digest."
+                )
+            if not re.fullmatch(r"[0-9a-f]{64}", self.backbone_weights_sha256):
+                raise ValueError(
+                    f"MnistConfig.backbone_weights_sha256={self.backbone_weights_sha256!r} is not a SHA-256 "
+                    "digest; expected 64 lowercase hexadecimal digits."
+                )
+
+
+def _check_backbone_name(name: str) -> None:
+    """Raise `ValueError` unless `name` is a timm architecture, with a valid pretrained tag if it has one.
+
+    The check needs timm and is skipped without it; the model raises `ImportError` when it builds the backbone.
+    """
+    if not name or ":" in name:
+        # "hf-hub:" and "local-dir:" names make timm read a config from the Hub or a folder even without
+        # pretrained weights, so a model rebuilt from its config would need that source again.
+        raise ValueError(
+            f"MnistConfig.backbone={name!r} is not a timm architecture name; give the name without a "
+            "'hf-hub:' or 'local-dir:' prefix, optionally with a pretrained tag, for example 'resnet18.a1_in1k'."
+        )
+    try:
+        import timm
+    except ImportError:
+        return
+
+    if not timm.is_model(name):
+        suggestions = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"did you mean {', '.join(suggestions)}? " if suggestions else ""
+        raise ValueError(
+            f"MnistConfig.backbone={name!r} is not a timm architecture; {hint}list the available names with "
+            "timm.list_models()."
+        )
+    architecture, _, tag = name.partition(".")
+    if tag:
+        try:
+            timm.models.get_pretrained_cfg(name)
+        except RuntimeError as err:
+            raise ValueError(
+                f"MnistConfig.backbone={name!r}: timm has no pretrained tag {tag!r} for {architecture}; list the "
+                f"tags with timm.list_pretrained('{architecture}.*'), or give the name without a tag."
+            ) from err
 
 
 __all__ = ["MnistConfig"]

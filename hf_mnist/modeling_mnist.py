@@ -49,13 +49,18 @@ class MnistPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
 
     def _init_weights(self, module):
-        # PyTorch's own default for nn.Linear, so that the network starts exactly as the hand-written
-        # MNIST loop does. The `init` helpers skip tensors that were loaded from a checkpoint.
-        if isinstance(module, nn.Linear):
+        # The dense head gets PyTorch's own default for nn.Linear, so that the network starts exactly as the
+        # hand-written MNIST loop does. The `init` helpers skip tensors that were loaded from a checkpoint.
+        if isinstance(module, nn.Linear) and _is_submodule(module, getattr(self, "head", None)):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
                 bound = 1 / math.sqrt(module.in_features)
                 init.uniform_(module.bias, -bound, bound)
+        elif hasattr(module, "init_non_persistent_buffers"):
+            # Backbone parameters keep the init that timm gave them when it built the backbone. Only the
+            # buffers that timm computes rather than saves are refilled: `from_pretrained` builds the model
+            # on the meta device, and the checkpoint does not hold them. timm names this hook.
+            module.init_non_persistent_buffers()
 
 
 class MnistForImageClassification(MnistPreTrainedModel):
@@ -63,14 +68,58 @@ class MnistForImageClassification(MnistPreTrainedModel):
 
     def __init__(self, config: MnistConfig):
         super().__init__(config)
+        self._frozen_norm_names: tuple[str, ...] = ()
         self.backbone = None
         if config.backbone is None:
             in_features = config.num_channels * config.image_size * config.image_size
         else:
             self.backbone = _create_backbone(config)
-            in_features = self.backbone.num_features
+            # Some architectures (MambaOut, for one) end in a pre-logits layer wider than `num_features`;
+            # timm gives the width of what a headless model returns as `head_hidden_size`.
+            in_features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.head = MnistDenseHead(in_features, config)
         self.post_init()
+        self._frozen_norm_names = self._freeze_backbone()
+        self.train(self.training)
+
+    def _freeze_backbone(self) -> tuple[str, ...]:
+        """Turn off gradients of the backbone parameters that `config.backbone_freeze` fixes.
+
+        Returns the names of the frozen BatchNorm layers, which `train` keeps in eval mode. Frozen parameters
+        get `requires_grad=False`, so DDP leaves them out of its gradient reduction.
+        """
+        if self.backbone is None or self.config.backbone_freeze == "none":
+            return ()
+        modules = list(self.backbone.named_modules())
+        if self.config.backbone_freeze == "all":
+            first_trainable = len(modules)
+        else:
+            first_trainable = _last_stage_index(self.backbone, modules, self.config.backbone)
+
+        frozen_norms = []
+        for name, module in modules[:first_trainable]:
+            for parameter in module.parameters(recurse=False):
+                parameter.requires_grad_(False)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                frozen_norms.append(name)
+        return tuple(frozen_norms)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        # transformers 5.25 puts each loaded tensor into a new parameter that requires gradients, which
+        # undoes the freeze applied in __init__.
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model._frozen_norm_names = model._freeze_backbone()
+        model.train(model.training)
+        return loaded
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # A frozen BatchNorm layer also keeps its running statistics, which otherwise change in train mode.
+        for name in self._frozen_norm_names:
+            self.backbone.get_submodule(name).eval()
+        return self
 
     def forward(
         self,
@@ -128,8 +177,24 @@ class MnistForImageClassification(MnistPreTrainedModel):
         )
 
 
+def backbone_create_kwargs(config: MnistConfig) -> dict:
+    """Return the `timm.create_model` keyword arguments of the backbone, except `pretrained`.
+
+    The backbone has no classifier (`num_classes=0`), so that it returns pooled features, and reads
+    `config.num_channels` channels. Architectures whose pretrained cfg fixes the input size (ViTs, Swin and
+    others) are built for `config.image_size`.
+    """
+    import timm
+
+    kwargs = {"num_classes": 0, "in_chans": config.num_channels}
+    pretrained_cfg = timm.models.get_pretrained_cfg(config.backbone)
+    if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
+        kwargs["img_size"] = config.image_size
+    return kwargs
+
+
 def _create_backbone(config: MnistConfig) -> nn.Module:
-    """Build the timm backbone without its classifier, so that it returns pooled features."""
+    """Build the timm backbone with timm's random init; pretrained weights are never fetched here."""
     try:
         import timm
     except ImportError as err:
@@ -139,7 +204,38 @@ def _create_backbone(config: MnistConfig) -> nn.Module:
             f"MnistConfig.backbone={config.backbone!r} is not a timm architecture; list the available "
             "names with timm.list_models()."
         )
-    return timm.create_model(config.backbone, pretrained=False, num_classes=0, in_chans=config.num_channels)
+    return timm.create_model(config.backbone, pretrained=False, **backbone_create_kwargs(config))
+
+
+def _last_stage_index(backbone: nn.Module, modules: list[tuple[str, nn.Module]], backbone_name: str) -> int:
+    """Return the position in `modules` where the backbone's last stage starts.
+
+    timm's `feature_info` names the modules whose outputs are the feature levels, from the stem to the
+    deepest. The last stage is every module registered after the second-deepest of them: the layers that
+    produce the deepest features, and the final norms or head convolutions that follow.
+
+    NOTE: this relies on registration order following the forward pass, as it does in the timm models
+    checked (ResNet, EfficientNet, MobileNetV3, ConvNeXt, ViT, Swin, RegNet, DenseNet, Inception). A model
+    that registers a late layer early would have that layer frozen.
+    """
+    names = [name for name, _ in modules]
+    feature_info = getattr(backbone, "feature_info", None) or []
+    stage_names = [info["module"] for info in feature_info if isinstance(info, dict) and "module" in info]
+    if len(stage_names) >= 2 and stage_names[-2] in names:
+        previous_stage = stage_names[-2]
+        index = names.index(previous_stage) + 1
+        while index < len(names) and names[index].startswith(previous_stage + "."):
+            index += 1
+        if any(True for _, module in modules[index:] for _ in module.parameters(recurse=False)):
+            return index
+    raise ValueError(
+        f"MnistConfig.backbone_freeze='all_but_last_stage' needs the feature levels that timm lists in "
+        f"feature_info, and the backbone {backbone_name!r} lists too few; use backbone_freeze='all' or 'none'."
+    )
+
+
+def _is_submodule(module: nn.Module, parent: nn.Module | None) -> bool:
+    return parent is not None and any(module is child for child in parent.modules())
 
 
 __all__ = ["MnistPreTrainedModel", "MnistForImageClassification"]

@@ -4,6 +4,7 @@
 code runs as a single process and under `accelerate launch`, where `Trainer` handles the distribution.
 """
 
+import json
 import logging
 import math
 import os
@@ -11,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .configuration_mnist import MnistConfig
+from .backbone import backbone_image_settings, check_backbone_input_size, check_weights_file, load_pretrained_backbone
+from .configuration_mnist import BACKBONE_FREEZE_MODES, MnistConfig
 from .data import load_digits, split_summary
 from .files import write_json
 from .image_processing_mnist import MnistImageProcessor
@@ -24,10 +27,14 @@ from .preprocessing import DigitTensors, collate_digit_batch, prepare_splits
 
 logger = logging.getLogger(__name__)
 
+# Backbone input size without --backbone_image_size: the common CNNs, whose total stride is 32, still end
+# with a 1×1 feature map, and a 28×28 digit needs only a small upscale.
+DEFAULT_BACKBONE_IMAGE_SIZE = 32
+
 
 @dataclass
 class ModelArguments:
-    """Which network to train."""
+    """Network to train: the dense network alone, or a timm backbone under the same dense head."""
 
     model_name_or_path: str | None = field(
         default=None,
@@ -36,19 +43,111 @@ class ModelArguments:
             "architecture flags below. Default: a new network."
         },
     )
-    hidden_sizes: list[int] = field(
-        default_factory=lambda: [256, 64],
-        metadata={"help": "Widths of the hidden dense layers, in order. Default: 256 64."},
+    hidden_sizes: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Widths of the hidden dense layers, in order. Default: 256 64; with --backbone, none "
+            "(one linear layer on the pooled features)."
+        },
     )
     hidden_act: str = field(default="relu", metadata={"help": "Hidden-layer activation. Default: relu."})
     dropout: float = field(
         default=0.0, metadata={"help": "Dropout probability after each hidden layer, in [0, 1). Default: 0."}
     )
+    num_channels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Input channels: 1 (grey) or 3 (the grey digit repeated as RGB, the input of ImageNet "
+            "backbones). Default: 1."
+        },
+    )
+    backbone: str | None = field(
+        default=None,
+        metadata={
+            "help": "timm architecture under the dense head, such as resnet18, optionally with a pretrained tag "
+            "(resnet18.a1_in1k). Default: none, the dense network alone."
+        },
+    )
+    backbone_pretrained: bool = field(
+        default=False,
+        metadata={
+            "help": "Start the backbone from the weights timm publishes for it, downloaded from the Hub or read "
+            "from the HF cache. Default: timm's random init."
+        },
+    )
+    backbone_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Local .safetensors or .pth file with pretrained backbone weights (a timm state dict); "
+            "implies --backbone_pretrained. The saved config records its SHA-256, never its path."
+        },
+    )
+    backbone_image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Height and width in pixels of the backbone input; the 28×28 digits are resized to it. "
+            f"Default: {DEFAULT_BACKBONE_IMAGE_SIZE}."
+        },
+    )
+    freeze_backbone: str | None = field(
+        default=None,
+        metadata={
+            "help": "Backbone parameters kept fixed in training: none, all, or all_but_last_stage (the last "
+            "stage still trains). The flag without a value means all. Default: none.",
+            "choices": list(BACKBONE_FREEZE_MODES),
+            "nargs": "?",
+            "const": "all",
+        },
+    )
+
+    def __post_init__(self):
+        # Checked here, while the arguments are parsed, so that a wrong combination fails before any data loads.
+        if isinstance(self.freeze_backbone, bool):  # `freeze_backbone: true` in a YAML or JSON file
+            self.freeze_backbone = "all" if self.freeze_backbone else "none"
+        if self.backbone_weights is not None:
+            check_weights_file(self.backbone_weights)
+            self.backbone_pretrained = True
+
+        architecture_flags = {
+            "--backbone": self.backbone is not None,
+            "--backbone_pretrained": self.backbone_pretrained,
+            "--backbone_weights": self.backbone_weights is not None,
+            "--backbone_image_size": self.backbone_image_size is not None,
+            "--num_channels": self.num_channels is not None,
+        }
+        if self.model_name_or_path:
+            given_flags = [flag for flag, is_given in architecture_flags.items() if is_given]
+            if given_flags:
+                raise ValueError(
+                    f"--model_name_or_path {self.model_name_or_path} continues a saved model with its own "
+                    f"architecture and trained weights, so {', '.join(given_flags)} cannot apply; drop them, or "
+                    "drop --model_name_or_path to start a new model."
+                )
+            return
+
+        if self.backbone is None:
+            # --num_channels applies to the dense network too.
+            given_flags = [
+                flag for flag, is_given in architecture_flags.items() if is_given and flag != "--num_channels"
+            ]
+            if self.freeze_backbone not in (None, "none"):
+                given_flags.append("--freeze_backbone")
+            if given_flags:
+                raise ValueError(
+                    f"{', '.join(given_flags)} only apply to a backbone; add --backbone NAME with a timm architecture, "
+                    "for example --backbone resnet18, or drop them."
+                )
+        if self.hidden_sizes is None:
+            self.hidden_sizes = [] if self.backbone is not None else [256, 64]
+        if self.num_channels is None:
+            self.num_channels = 1
+        if self.backbone is not None and self.backbone_image_size is None:
+            self.backbone_image_size = DEFAULT_BACKBONE_IMAGE_SIZE
 
 
 @dataclass
 class DataArguments:
-    """Where the digits come from and how they are split."""
+    """Data source and split arguments."""
 
     dataset_name: str = field(
         default="sample",
@@ -121,6 +220,11 @@ class MnistTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Unsupported by hf-mnist, whose datasets hold only model inputs."}
     )
+    # Every trainable parameter takes part in each forward pass, so DDP needs no search for unused ones.
+    # With False, DDP raises an error if that ever stops being true, instead of silently paying for a search.
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Let DDP look for parameters unused in forward. Default: false."}
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={"help": "Stop after this many evaluations without improvement. Default: never stop early."},
@@ -129,12 +233,7 @@ class MnistTrainingArguments(TrainingArguments):
 
 def check_training_arguments(training_args: MnistTrainingArguments) -> None:
     """Reject settings that cannot work on this machine, before any data is loaded."""
-    if training_args.fp16 and training_args.bf16:
-        raise ValueError("--fp16 and --bf16 were both given; choose one mixed-precision mode.")
-    if training_args.fp16 and not torch.cuda.is_available():
-        raise ValueError(
-            "--fp16 needs a CUDA GPU and none is available; drop --fp16, or use --bf16 for mixed precision on CPU."
-        )
+    _check_mixed_precision(training_args)
     if training_args.remove_unused_columns:
         raise ValueError(
             "--remove_unused_columns true is not supported: hf-mnist's prepared datasets hold only the model "
@@ -147,23 +246,90 @@ def check_training_arguments(training_args: MnistTrainingArguments) -> None:
         )
 
 
+def _check_mixed_precision(training_args: MnistTrainingArguments) -> None:
+    # `accelerate launch --mixed_precision X` and Accelerate config files reach the script only through this
+    # variable, which TrainingArguments reads into `mixed_precision` unless --fp16 or --bf16 overrides it.
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if training_args.fp16 and training_args.bf16:
+        raise ValueError("--fp16 and --bf16 were both given; choose one mixed-precision mode.")
+    flag = None
+    if training_args.fp16:
+        flag = "fp16"
+    elif training_args.bf16:
+        flag = "bf16"
+    if flag and launcher not in ("no", flag):
+        raise ValueError(
+            f"--{flag} conflicts with mixed precision {launcher} from accelerate launch or its config file; "
+            "choose one mode in one place."
+        )
+    precision = flag or launcher
+    source = f"--{flag}" if flag else f"--mixed_precision {launcher} (from accelerate launch or its config file)"
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{source} needs a CUDA GPU and none is available; drop it, or use bf16 for mixed precision on CPU."
+        )
+    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{source}: this GPU does not support bfloat16; use fp16 instead.")
+    if precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"{source}: hf-mnist supports mixed precision no, fp16 or bf16, not {precision}.")
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """Whether `folder` is a checkpoint that Trainer finished writing.
+
+    Trainer writes trainer_state.json last, after the weights, optimizer and RNG states, so a folder whose
+    trainer_state.json and weights both read back was not cut short by a crash.
+    """
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+            weights.keys()
+    except (OSError, ValueError, SafetensorError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """Return the newest complete checkpoint-N folder in `output_dir`, warning about any half-written ones."""
+    checkpoints = []
+    for folder in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = folder.name.rsplit("-", 1)[-1]
+        if folder.is_dir() and step.isdigit():
+            checkpoints.append((int(step), folder))
+    for _, folder in sorted(checkpoints, reverse=True):
+        if is_complete_checkpoint(folder):
+            return folder
+        logger.warning(
+            "Skipping %s: it was not completely written (a crash while saving?); resuming from an earlier "
+            "checkpoint instead. Delete the folder once the run has resumed.",
+            folder,
+        )
+    return None
+
+
 def find_checkpoint(training_args: MnistTrainingArguments) -> str | None:
     """Return the checkpoint to resume from, and refuse to train over a previous run by accident."""
     output_dir = Path(training_args.output_dir)
     resume = training_args.resume_from_checkpoint
     if resume not in (None, False, "", "false", "False"):
         if str(resume).lower() == "true":
-            last = get_last_checkpoint(output_dir) if output_dir.is_dir() else None
+            last = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
             if last is None:
                 raise ValueError(
-                    f"--resume_from_checkpoint true found no checkpoint-* folder in {output_dir}; drop the "
-                    "flag to start a new run, or give the path of a checkpoint."
+                    f"--resume_from_checkpoint true found no complete checkpoint-* folder in {output_dir}; drop "
+                    "the flag to start a new run, or give the path of a checkpoint."
                 )
-            return last
+            return str(last)
         if not Path(resume).is_dir():
             raise FileNotFoundError(
                 f"--resume_from_checkpoint {resume}: no such checkpoint folder; give a checkpoint-* folder "
                 "of a previous run, or true for the latest one in --output_dir."
+            )
+        if not is_complete_checkpoint(Path(resume)):
+            raise ValueError(
+                f"--resume_from_checkpoint {resume} was not completely written (trainer_state.json or "
+                "model.safetensors is missing or unreadable); give an earlier checkpoint, or true for the "
+                "latest complete one."
             )
         return str(resume)
     if output_dir.is_dir() and any(output_dir.iterdir()) and not training_args.overwrite_output_dir:
@@ -175,26 +341,55 @@ def find_checkpoint(training_args: MnistTrainingArguments) -> str | None:
 
 
 def build_model(model_args: ModelArguments, data_args: DataArguments) -> MnistForImageClassification:
+    """Create the network to train: a saved model, or a new one with pretrained backbone weights if requested.
+
+    Every backbone problem (an unknown name, an input size it cannot take, weights that do not fit or cannot
+    be downloaded) raises here, before training starts.
+    """
     if model_args.model_name_or_path:
-        return MnistForImageClassification.from_pretrained(model_args.model_name_or_path)
+        overrides = {} if model_args.freeze_backbone is None else {"backbone_freeze": model_args.freeze_backbone}
+        return MnistForImageClassification.from_pretrained(model_args.model_name_or_path, **overrides)
+
+    backbone_settings = {}
+    if model_args.backbone is not None:
+        backbone_settings = {
+            "backbone": model_args.backbone,
+            "image_size": model_args.backbone_image_size,
+            "backbone_freeze": model_args.freeze_backbone or "none",
+        }
     config = MnistConfig(
         hidden_sizes=model_args.hidden_sizes,
         hidden_act=model_args.hidden_act,
         dropout=model_args.dropout,
+        num_channels=model_args.num_channels,
+        **backbone_settings,
     )
-    return MnistForImageClassification(config)
+    model = MnistForImageClassification(config)
+    check_backbone_input_size(model)
+    if model_args.backbone_pretrained:
+        load_pretrained_backbone(model, model_args.backbone_weights)
+    return model
 
 
 def build_image_processor(config: MnistConfig) -> MnistImageProcessor:
+    """Create the image processor for a model with `config`: its input size, channels and normalization."""
     return MnistImageProcessor(
-        size={"height": config.image_size, "width": config.image_size}, num_channels=config.num_channels
+        size={"height": config.image_size, "width": config.image_size},
+        num_channels=config.num_channels,
+        **backbone_image_settings(config),
     )
 
 
-def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: MnistTrainingArguments) -> dict:
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: MnistTrainingArguments,
+    callbacks: list | None = None,
+) -> dict:
     """Train, validate every epoch, keep the best checkpoint, test, and save everything to output_dir.
 
-    Returns the combined train, validation and test metrics, as also written to `all_results.json`.
+    `callbacks` are extra `TrainerCallback`s. Returns the combined train, validation and test metrics, as also
+    written to `all_results.json`.
     """
     check_training_arguments(training_args)
     checkpoint = find_checkpoint(training_args)
@@ -239,7 +434,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         * training_args.world_size,
     )
 
-    callbacks = []
+    callbacks = list(callbacks or [])
     if training_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience))
     trainer = Trainer(
@@ -256,6 +451,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     metrics = dict(train_result.metrics)
+    metrics["train_loss"] = whole_run_train_loss(trainer.state.log_history, metrics["train_loss"])
     metrics["train_samples"] = len(tensors["train"])
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
@@ -383,6 +579,26 @@ def _package_version() -> str:
         return version("hf-mnist")
     except PackageNotFoundError:
         return "unknown"
+
+
+def whole_run_train_loss(log_history: list[dict], fallback: float) -> float:
+    """Mean training loss over every optimizer step of the run, from the logged losses.
+
+    Trainer's own `train_loss` averages only the steps of the current session, so after a resume it would
+    differ from an uninterrupted run. Each logged `loss` is the mean over the steps since the previous log,
+    so weighting it by that step count gives the same figure however often the run was resumed. Steps after
+    the last log are not covered; `fallback` is used when nothing was logged.
+    """
+    total = 0.0
+    steps = 0
+    previous_step = 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            span = entry["step"] - previous_step
+            total += entry["loss"] * span
+            steps += span
+            previous_step = entry["step"]
+    return total / steps if steps else fallback
 
 
 def _describe(config: MnistConfig) -> str:

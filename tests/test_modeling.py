@@ -22,6 +22,19 @@ from hf_mnist import MnistConfig, MnistForImageClassification
         ({"num_channels": 2}, r"num_channels=2 is not supported; use 1 \(grey\) or 3 \(RGB\)"),
         ({"image_size": 0}, r"image_size=0 must be a positive number of pixels"),
         ({"backbone_freeze": "some"}, r"backbone_freeze='some' is not one of none, all, all_but_last_stage"),
+        ({"backbone_freeze": "all"}, r"backbone_freeze='all' needs a backbone; set backbone to a timm"),
+        ({"backbone_pretrained": True}, r"backbone_pretrained=True needs a backbone"),
+        ({"backbone": "resnet_18"}, r"backbone='resnet_18' is not a timm architecture; did you mean"),
+        ({"backbone": "hf-hub:timm/resnet18.a1_in1k"}, r"is not a timm architecture name; give the name without"),
+        ({"backbone": "resnet18.nope"}, r"timm has no pretrained tag 'nope' for resnet18"),
+        (
+            {"backbone": "resnet18", "backbone_pretrained": True, "backbone_weights_sha256": "abc"},
+            r"backbone_weights_sha256='abc' is not a SHA-256 digest",
+        ),
+        (
+            {"backbone": "resnet18", "backbone_weights_sha256": "0" * 64},
+            r"backbone_weights_sha256 is set but backbone_pretrained=False",
+        ),
     ],
 )
 def test_config_rejects_invalid_value(kwargs, message):
