@@ -1,0 +1,103 @@
+"""The fast paths (cached tensors, batch fetches, CSV prediction) give what the slow per-image paths give."""
+
+import csv
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_mnist.configuration_mnist import MnistConfig
+from hf_mnist.data import SAMPLE_PATH
+from hf_mnist.image_processing_mnist import MnistImageProcessor
+from hf_mnist.inference import PredictionArguments, run_prediction
+from hf_mnist.modeling_mnist import MnistForImageClassification
+from hf_mnist.preprocessing import DigitTensors, collate_digit_batch, prepare_split
+
+DIGIT_COUNT = 64
+
+
+@pytest.fixture(scope="module")
+def sample_digits() -> datasets.Dataset:
+    return datasets.Dataset.from_parquet(str(SAMPLE_PATH)).select(range(DIGIT_COUNT))
+
+
+@pytest.fixture(scope="module")
+def digit_tensors(sample_digits) -> DigitTensors:
+    return DigitTensors(prepare_split(sample_digits, MnistImageProcessor()))
+
+
+def test_prepared_tensors_equal_processor_call(sample_digits, digit_tensors):
+    processor_output = MnistImageProcessor()(list(sample_digits["image"]), return_tensors="pt")["pixel_values"]
+
+    assert digit_tensors.pixel_values.shape == processor_output.shape
+    assert digit_tensors.pixel_values.dtype == torch.float32
+    assert torch.equal(digit_tensors.pixel_values, processor_output)
+
+
+def test_prepared_labels_equal_source(sample_digits, digit_tensors):
+    assert digit_tensors.labels.tolist() == sample_digits["label"]
+
+
+def test_getitems_equals_stacked_getitem(digit_tensors):
+    indices = [5, 0, 63, 17, 17, 2]
+    batch = digit_tensors.__getitems__(indices)
+    stacked = collate_digit_batch([digit_tensors[index] for index in indices])
+
+    assert set(batch) == {"pixel_values", "labels"}
+    assert torch.equal(batch["pixel_values"], stacked["pixel_values"])
+    assert torch.equal(batch["labels"], stacked["labels"])
+
+
+def test_collate_passes_stacked_batch_through(digit_tensors):
+    batch = digit_tensors.__getitems__([1, 2, 3])
+
+    assert collate_digit_batch(batch) is batch
+
+
+def test_dataloader_batches_equal_getitems(digit_tensors):
+    loader = torch.utils.data.DataLoader(digit_tensors, batch_size=16, collate_fn=collate_digit_batch)
+    first = next(iter(loader))
+    expected = digit_tensors.__getitems__(list(range(16)))
+
+    assert torch.equal(first["pixel_values"], expected["pixel_values"])
+    assert torch.equal(first["labels"], expected["labels"])
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A randomly initialised model and the default processor, saved as a training run saves them."""
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    MnistForImageClassification(MnistConfig()).save_pretrained(folder)
+    MnistImageProcessor().save_pretrained(folder)
+    return folder
+
+
+def test_predict_csv_equals_slow_path(tmp_path, sample_digits, saved_model):
+    images = list(sample_digits["image"])
+    pixels = np.stack([np.asarray(image, dtype=np.uint8) for image in images])  # (N, 28, 28)
+    csv_path = tmp_path / "digits.csv"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([f"pixel{index}" for index in range(784)])
+        writer.writerows(pixels.reshape(len(pixels), -1).tolist())
+
+    output = run_prediction(
+        PredictionArguments(
+            model=str(saved_model), inputs=[str(csv_path)], output_csv=str(tmp_path / "out.csv"), batch_size=10
+        )
+    )
+    with open(output, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+
+    # Slow path: Pillow images rebuilt from the CSV's pixels, the processor's __call__, then the model.
+    model = MnistForImageClassification.from_pretrained(saved_model).eval()
+    processor = MnistImageProcessor.from_pretrained(saved_model)
+    slow_inputs = processor([Image.fromarray(image) for image in pixels], return_tensors="pt")
+    with torch.inference_mode():
+        slow_classes = model(pixel_values=slow_inputs["pixel_values"]).logits.argmax(-1).tolist()
+
+    assert [int(row["ImageId"]) for row in rows] == list(range(1, DIGIT_COUNT + 1))
+    assert [row["Label"] for row in rows] == [model.config.id2label[index] for index in slow_classes]
