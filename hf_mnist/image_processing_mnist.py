@@ -948,9 +948,9 @@ _MIN_STROKE_PIXELS = 10
 _STROKE_PIXEL_FRACTION = 0.25
 _MIN_STROKE_CONTRAST = 32.0
 
-# The stroke level is this upper quantile of the residuals of the ink pixels. Strokes at or above
-# _FULL_STROKE_LEVEL are not stretched, so MNIST digits keep their intensities: in the embedded sample, this
-# quantile is 240 or more for every digit, while its 0.9 quantile drops to 188.
+# The stroke level is this upper quantile of the residuals of the ink pixels. A stroke level of
+# _FULL_STROKE_LEVEL or more above the noise floor is not stretched, so MNIST digits keep their intensities.
+# In the embedded sample, this quantile is 240 or more for every digit, while the 0.9 quantile drops to 188.
 _STROKE_QUANTILE = 0.99
 _FULL_STROKE_LEVEL = 239.0
 
@@ -1130,10 +1130,10 @@ def _choose_inversion(residual: np.ndarray, noise: np.ndarray, invert: str) -> n
     count = residual.shape[0]
     if invert != "auto":
         return np.full(count, invert == "always")
+    # The light mass beyond the floor minus the dark mass beyond it is the sum of r - clip(r, -floor, floor).
     floor = (_BACKGROUND_SIGMAS * noise)[:, None, None]
-    lighter = np.maximum(residual - floor, 0).sum(axis=(1, 2))
-    darker = np.maximum(-residual - floor, 0).sum(axis=(1, 2))
-    return darker > lighter
+    beyond_floor = residual - np.clip(residual, -floor, floor)
+    return beyond_floor.sum(axis=(1, 2)) < 0
 
 
 def _find_ink(residual: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1189,9 +1189,20 @@ def _correct_background(
 
 def _box_mean_3x3(images: np.ndarray) -> np.ndarray:
     """Mean over the 3 x 3 neighbourhood of each pixel of an (n, H, W) stack, with edge pixels repeated."""
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    rows = padded[:, :-2] + padded[:, 1:-1] + padded[:, 2:]
-    return (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / np.float32(9)
+    return _sum_3_along(_sum_3_along(images, axis=1), axis=2) / np.float32(9)
+
+
+def _sum_3_along(images: np.ndarray, axis: int) -> np.ndarray:
+    """Sum each pixel with its two neighbours along `axis` of an (n, H, W) stack, edge pixels counting twice."""
+    total = images.copy()
+    source, target = [slice(None)] * 3, [slice(None)] * 3
+    for shift_from, shift_to in ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))):
+        source[axis], target[axis] = shift_from, shift_to
+        total[tuple(target)] += images[tuple(source)]
+    for edge in (0, -1):
+        source[axis] = edge
+        total[tuple(source)] += images[tuple(source)]
+    return total
 
 
 def _dilate_3x3(mask: np.ndarray) -> np.ndarray:
@@ -1218,6 +1229,46 @@ def _place_in_frame(digit: np.ndarray, boxes: tuple[np.ndarray, ...], normalizat
         scale = normalization.digit_box_size / np.maximum(box_height, box_width)
     else:
         scale = np.ones(len(top))
+
+    # Boxes at scale 1, such as those of MNIST digits, move by whole pixels without resampling. The others
+    # are resampled, which at scale 1 would copy each pixel exactly too.
+    frames = np.empty((len(top), MNIST_FRAME_SIZE, MNIST_FRAME_SIZE), dtype=np.uint8)
+    unscaled = scale == 1
+    if unscaled.any():
+        subset_boxes = tuple(value[unscaled] for value in boxes)
+        frames[unscaled] = _move_unscaled(digit[unscaled], subset_boxes, normalization.do_center_of_mass)
+    if not unscaled.all():
+        subset_boxes = tuple(value[~unscaled] for value in boxes)
+        frames[~unscaled] = _resample_scaled(
+            digit[~unscaled], subset_boxes, scale[~unscaled], normalization.do_center_of_mass
+        )
+    return frames
+
+
+def _move_unscaled(digit: np.ndarray, boxes: tuple[np.ndarray, ...], center_of_mass: bool) -> np.ndarray:
+    """Place the boxes of `digit` in 28 x 28 frames at their own size: (n, 28, 28) uint8."""
+    top, box_height, left, box_width = boxes
+    rows = np.arange(digit.shape[1])[None, :, None]
+    cols = np.arange(digit.shape[2])[None, None, :]
+    rows_in_box = (rows >= top[:, None, None]) & (rows < (top + box_height)[:, None, None])  # (n, H, 1)
+    cols_in_box = (cols >= left[:, None, None]) & (cols < (left + box_width)[:, None, None])  # (n, 1, W)
+    in_box = rows_in_box & cols_in_box
+    boxed = np.where(in_box, digit, np.float32(0))
+
+    # The canvas is the whole image. Its centre of mass places it directly, but a centred box lies at
+    # (top, left) in it, not at its corner.
+    frame_top, frame_left = _frame_offsets(boxed, box_height, box_width, center_of_mass)
+    if not center_of_mass:
+        frame_top, frame_left = frame_top - top, frame_left - left
+    frames = _paste(boxed, frame_top, frame_left)
+    return np.clip(np.floor(frames + 0.5), 0, 255).astype(np.uint8)
+
+
+def _resample_scaled(
+    digit: np.ndarray, boxes: tuple[np.ndarray, ...], scale: np.ndarray, center_of_mass: bool
+) -> np.ndarray:
+    """Scale the boxes of `digit` by `scale` and place them in 28 x 28 frames: (n, 28, 28) uint8."""
+    top, box_height, left, box_width = boxes
     scaled_height, scaled_width = box_height * scale, box_width * scale
 
     # Slicing to the window that contains every box keeps the matrix products below small. Over whole photos,
@@ -1232,19 +1283,32 @@ def _place_in_frame(digit: np.ndarray, boxes: tuple[np.ndarray, ...], normalizat
     col_weights = _resampling_weights(left, box_width, scale, extent, window.shape[2])  # (n, extent, w)
     scaled = row_weights @ window @ col_weights.transpose(0, 2, 1)  # (n, extent, extent)
 
-    # Whole-pixel offsets of the canvas in the frame, so that scale 1 moves pixels without resampling them.
-    if normalization.do_center_of_mass:
-        mass = scaled.sum(axis=(1, 2), dtype=np.float64)
-        index = np.arange(extent, dtype=np.float64)
-        row_center = scaled.sum(axis=2, dtype=np.float64) @ index / mass
-        col_center = scaled.sum(axis=1, dtype=np.float64) @ index / mass
-        frame_top = np.floor(MNIST_CENTER_OF_MASS + 0.5 - row_center)
-        frame_left = np.floor(MNIST_CENTER_OF_MASS + 0.5 - col_center)
-    else:
-        frame_top = np.floor((MNIST_FRAME_SIZE - scaled_height) / 2)
-        frame_left = np.floor((MNIST_FRAME_SIZE - scaled_width) / 2)
-    frames = _paste(scaled, frame_top.astype(np.int64), frame_left.astype(np.int64))
+    frames = _paste(scaled, *_frame_offsets(scaled, scaled_height, scaled_width, center_of_mass))
     return np.clip(np.floor(frames + 0.5), 0, 255).astype(np.uint8)
+
+
+def _frame_offsets(
+    canvases: np.ndarray, box_height: np.ndarray, box_width: np.ndarray, center_of_mass: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Return whole-pixel frame positions (top, left), (n,) each, for the corners of (n, h, w) canvases.
+
+    With `center_of_mass`, each canvas's centre of mass lands within half a pixel of (14, 14). Otherwise a
+    box of `box_height` x `box_width` pixels at the canvas corner is centred, rounding up and to the left.
+    """
+    if not center_of_mass:
+        top = np.floor((MNIST_FRAME_SIZE - box_height) / 2)
+        left = np.floor((MNIST_FRAME_SIZE - box_width) / 2)
+        return top.astype(np.int64), left.astype(np.int64)
+
+    row_mass = canvases.sum(axis=2, dtype=np.float64)  # (n, h)
+    col_mass = canvases.sum(axis=1, dtype=np.float64)  # (n, w)
+    mass = row_mass.sum(axis=1)
+    row_center = row_mass @ np.arange(canvases.shape[1], dtype=np.float64) / mass
+    col_center = col_mass @ np.arange(canvases.shape[2], dtype=np.float64) / mass
+    top = np.floor(MNIST_CENTER_OF_MASS + 0.5 - row_center)
+    left = np.floor(MNIST_CENTER_OF_MASS + 0.5 - col_center)
+    return top.astype(np.int64), left.astype(np.int64)
 
 
 def _resampling_weights(
@@ -1262,7 +1326,7 @@ def _resampling_weights(
     output_index = np.arange(extent, dtype=np.float32)[None, :, None]
     source_index = np.arange(source_size, dtype=np.float32)[None, None, :]
 
-    # In place where possible: for 5,000 MNIST digits these arrays hold 2.8 million weights.
+    # In place where possible, since a large batch makes these arrays large: (n, extent, source_size).
     position = start + (output_index + 0.5) / scale - 0.5  # (n, extent, 1)
     weights = np.abs(source_index - position)  # (n, extent, source_size)
     weights *= np.minimum(scale, 1)  # distance in filter radii
@@ -1278,19 +1342,18 @@ def _resampling_weights(
 
 
 def _paste(canvases: np.ndarray, top: np.ndarray, left: np.ndarray) -> np.ndarray:
-    """Place each (extent, extent) canvas with its corner at (top, left) of a 28 x 28 frame; cut what falls out."""
-    count, extent = canvases.shape[:2]
+    """Place each (h, w) canvas with its corner at (top, left) of a 28 x 28 frame, and cut what falls out."""
+    count, height, width = canvases.shape
     size = MNIST_FRAME_SIZE
 
-    # Surround the canvases with a frame-wide zero margin. The frame placed at (top, left) is then the 28 x 28
-    # window that starts at (size - top, size - left) of the padded canvas, and offsets beyond the margin give
-    # an empty frame.
-    padded = np.zeros((count, extent + 2 * size, extent + 2 * size), dtype=canvases.dtype)
-    padded[:, size : size + extent, size : size + extent] = canvases
-    window_top = np.clip(size - top, 0, extent + size)
-    window_left = np.clip(size - left, 0, extent + size)
+    # Pad the canvases with zeros just enough that every frame is a window of the padded stack: the frame
+    # placed at (top, left) starts at canvas row -top and column -left.
+    pad_top, pad_left = max(0, int(top.max())), max(0, int(left.max()))
+    pad_bottom = max(0, int((size - top).max()) - height)
+    pad_right = max(0, int((size - left).max()) - width)
+    padded = np.pad(canvases, ((0, 0), (pad_top, pad_bottom), (pad_left, pad_right)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
-    return windows[np.arange(count), window_top, window_left]
+    return windows[np.arange(count), pad_top - top, pad_left - left]
 
 
 # ---------------------------------------------------------------------------------------------------------
