@@ -423,7 +423,7 @@ def run_training(
     tensors = {name: DigitTensors(split) for name, split in splits.items()}
     sizes = split_summary(splits)
     logger.info("Digits from %s, split sizes: %s", data_args.dataset_name, sizes)
-    logger.info("Model: %s, %d parameters", _describe(model.config), model.num_parameters())
+    logger.info("Model: %s, %d parameters", _describe(model), model.num_parameters())
     logger.info(
         "Batch size %d per device × %d accumulation steps × %d processes = %d examples per optimizer step",
         training_args.per_device_train_batch_size,
@@ -544,7 +544,7 @@ def describe_run(
     return {
         "dataset": dataset_provenance(data_args.dataset_name),
         "split_sizes": split_sizes,
-        "architecture": _describe(model.config),
+        "architecture": _describe(model),
         "num_parameters": model.num_parameters(),
         "hyperparameters": {
             "num_train_epochs": training_args.num_train_epochs,
@@ -601,8 +601,14 @@ def whole_run_train_loss(log_history: list[dict], fallback: float) -> float:
     return total / steps if steps else fallback
 
 
-def _describe(config: MnistConfig) -> str:
-    widths = [config.num_channels * config.image_size**2, *config.hidden_sizes, config.num_labels]
+def _describe(model: MnistForImageClassification) -> str:
+    config = model.config
+    # The dense head reads the flattened image, or the backbone's pooled features.
+    if model.backbone is None:
+        in_features = config.num_channels * config.image_size**2
+    else:
+        in_features = model.backbone.num_features
+    widths = [in_features, *config.hidden_sizes, config.num_labels]
     dense = "→".join(str(width) for width in widths)
     return dense if config.backbone is None else f"{config.backbone} backbone + dense head {dense}"
 

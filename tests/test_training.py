@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -180,40 +181,50 @@ def test_predict_kaggle_csv_writes_submission(trained_model, test_digits, tmp_pa
     assert all(row[1] in {str(digit) for digit in range(10)} for row in rows[1:])
 
 
+def train_main(*args: str) -> None:
+    """Run scripts/train.py's main() in this process, for errors that stop it before any data loads."""
+    namespace = runpy.run_path(str(REPO_ROOT / "scripts" / "train.py"))
+    namespace["main"](list(args))
+
+
 def test_fp16_without_cuda_fails_before_training(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA, so --fp16 is valid")
+    with pytest.raises(ValueError, match="--fp16 needs a CUDA GPU and none is available"):
+        train_main("--output_dir", str(tmp_path / "out"), "--fp16")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_script_reports_error_on_stderr(tmp_path):
+    # One real subprocess, to check what a user sees: the message and a non-zero exit status.
     result = run_script("train.py", "--output_dir", str(tmp_path / "out"), "--fp16", check=False)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA, so --fp16 is valid")
     assert result.returncode != 0
     assert "--fp16 needs a CUDA GPU and none is available" in result.stderr
-    assert not (tmp_path / "out").exists()
 
 
 def test_nonempty_output_dir_is_refused(tmp_path):
     output_dir = tmp_path / "out"
     output_dir.mkdir()
     (output_dir / "config.json").write_text("{}")
-    result = run_script("train.py", "--output_dir", str(output_dir), check=False)
-    assert result.returncode != 0
-    assert "already holds files from a previous run" in result.stderr
+    with pytest.raises(ValueError, match="already holds files from a previous run"):
+        train_main("--output_dir", str(output_dir))
     assert (output_dir / "config.json").read_text() == "{}"
 
 
 def test_resume_without_checkpoint_is_refused(tmp_path):
-    result = run_script(
-        "train.py", "--output_dir", str(tmp_path / "out"), "--resume_from_checkpoint", "true", check=False
-    )
-    assert result.returncode != 0
-    assert "--resume_from_checkpoint true found no checkpoint-* folder" in result.stderr
+    with pytest.raises(ValueError, match=r"--resume_from_checkpoint true found no complete checkpoint-\* folder"):
+        train_main("--output_dir", str(tmp_path / "out"), "--resume_from_checkpoint", "true")
 
 
 def test_config_file_sets_arguments(tmp_path):
-    config = tmp_path / "train.yaml"
-    config.write_text(f"output_dir: {tmp_path / 'out'}\nfp16: true\n")
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA, so fp16 from the file would start a real run")
-    result = run_script("train.py", str(config), check=False)
-    assert "--fp16 needs a CUDA GPU" in result.stderr
+    config = tmp_path / "train.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'out'}\nfp16: true\n")
+    with pytest.raises(ValueError, match="--fp16 needs a CUDA GPU"):
+        train_main(str(config))
 
 
 def test_scripts_need_no_network_variables():
