@@ -1207,9 +1207,13 @@ def _sum_3_along(images: np.ndarray, axis: int) -> np.ndarray:
 
 def _dilate_3x3(mask: np.ndarray) -> np.ndarray:
     """Grow the True pixels of an (n, H, W) bool stack by one pixel in every direction, diagonals included."""
-    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
-    rows = padded[:, :-2] | padded[:, 1:-1] | padded[:, 2:]
-    return rows[:, :, :-2] | rows[:, :, 1:-1] | rows[:, :, 2:]
+    grown = mask.copy()
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    rows_grown = grown.copy()
+    grown[:, :, 1:] |= rows_grown[:, :, :-1]
+    grown[:, :, :-1] |= rows_grown[:, :, 1:]
+    return grown
 
 
 def _bounding_boxes(region: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1351,7 +1355,8 @@ def _paste(canvases: np.ndarray, top: np.ndarray, left: np.ndarray) -> np.ndarra
     pad_top, pad_left = max(0, int(top.max())), max(0, int(left.max()))
     pad_bottom = max(0, int((size - top).max()) - height)
     pad_right = max(0, int((size - left).max()) - width)
-    padded = np.pad(canvases, ((0, 0), (pad_top, pad_bottom), (pad_left, pad_right)))
+    padded = np.zeros((count, pad_top + height + pad_bottom, pad_left + width + pad_right), dtype=canvases.dtype)
+    padded[:, pad_top : pad_top + height, pad_left : pad_left + width] = canvases
     windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
     return windows[np.arange(count), pad_top - top, pad_left - left]
 
