@@ -125,6 +125,7 @@ class MnistForImageClassification(MnistPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
+        digit_found: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
@@ -135,6 +136,9 @@ class MnistForImageClassification(MnistPreTrainedModel):
             model reads one channel, so the RGB tensors that `pipeline()` prepares work as well.
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Digit classes; when given, the output carries the cross-entropy loss.
+        digit_found (`torch.BoolTensor` of shape `(batch_size,)`, *optional*):
+            The image processor's flag for images in which it found no digit. Their logits are set to zero, so
+            every class scores 1/num_labels instead of a confident guess on an empty frame.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         pixel_values = self._match_input_channels(pixel_values)
@@ -145,6 +149,9 @@ class MnistForImageClassification(MnistPreTrainedModel):
         else:
             features = self.backbone(pixel_values)  # (B, num_features)
         logits = self.head(features)  # (B, num_labels)
+        if digit_found is not None:
+            found = torch.as_tensor(digit_found, device=logits.device).bool().view(-1, 1)
+            logits = torch.where(found, logits, torch.zeros_like(logits))
 
         loss = None
         if labels is not None:

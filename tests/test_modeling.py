@@ -154,3 +154,13 @@ def test_shipped_files_import_nothing_from_hf_mnist():
             else:
                 continue
             assert not any(module.split(".")[0] == "hf_mnist" for module in modules), (name, modules)
+
+
+def test_no_digit_rows_score_uniformly():
+    torch.manual_seed(0)
+    model = MnistForImageClassification(MnistConfig()).eval()
+    pixels = torch.randn(2, 1, 28, 28)
+    plain = model(pixel_values=pixels).logits
+    flagged = model(pixel_values=pixels, digit_found=torch.tensor([True, False])).logits
+    assert torch.equal(flagged[0], plain[0])
+    assert torch.equal(flagged[1], torch.zeros(10))
