@@ -32,8 +32,8 @@ def setup_logging(training_args: TrainingArguments | None = None) -> None:
         datefmt="%H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
-    # hf_mnist speaks at INFO on the main process only; transformers stays at WARNING unless --log_level
-    # (or --log_level_replica on the other ranks) asks for more.
+    # hf_mnist logs at INFO on the main process only. transformers stays at WARNING unless --log_level
+    # (or --log_level_replica on the other ranks) requests more.
     is_main = training_args is None or training_args.should_log
     library_level = logging.INFO if is_main else logging.WARNING
     transformers_level = logging.WARNING

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class EvaluationArguments:
-    """What to score, on which digits."""
+    """Arguments of scripts/evaluate_model.py: the model, the data source and split, and the output file."""
 
     model: str = field(metadata={"help": "Saved model folder (a training output_dir) or Hub model id."})
     dataset_name: str = field(
@@ -100,7 +100,7 @@ def evaluate_saved_model(args: EvaluationArguments) -> dict:
 
 
 def _public_name(source: str) -> str:
-    """The folder name of a local path, so that results never carry a user's directory layout."""
+    """Return the folder name of a local path, so that results never contain a user's directory layout."""
     return Path(source).name if os.path.exists(source) else source
 
 

@@ -23,7 +23,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class PredictionArguments:
-    """What to predict, with which model, and where to write the predictions."""
+    """Arguments of scripts/predict.py: the model, the inputs and the output CSV."""
 
     model: str = field(metadata={"help": "Saved model folder (a training output_dir) or Hub model id."})
     inputs: list[str] = field(

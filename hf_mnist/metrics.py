@@ -1,7 +1,7 @@
 """Classification metrics for digits, computed with `evaluate` from a module defined here.
 
-`evaluate.load("accuracy")` would fetch a metric script from the Hub; this module defines the metric
-locally instead, so that evaluation works offline and with an empty cache.
+`evaluate.load("accuracy")` would fetch a metric script from the Hub. This module defines the metric locally
+instead, so evaluation works offline and with an empty cache.
 """
 
 import datasets

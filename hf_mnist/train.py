@@ -275,7 +275,7 @@ def _check_mixed_precision(training_args: MnistTrainingArguments) -> None:
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
-    """Whether `folder` is a checkpoint that Trainer finished writing.
+    """Return whether `folder` is a checkpoint that Trainer finished writing.
 
     Trainer writes trainer_state.json last, after the weights, optimizer and RNG states, so a folder whose
     trainer_state.json and weights both read back was not cut short by a crash.
@@ -517,7 +517,7 @@ def _take_over_push(training_args: MnistTrainingArguments) -> str | None:
 
 
 def dataset_provenance(dataset_name: str) -> dict:
-    """Where the digits came from, with no local path: `sample`, a Hub id, or only the kind of local source."""
+    """Return where the digits came from, with no local path: `sample`, a Hub id, or only the kind of local source."""
     if dataset_name == "sample":
         return {"source": "sample", "hub_id": None}
     path = Path(dataset_name).expanduser()

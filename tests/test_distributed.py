@@ -306,8 +306,8 @@ def test_resume_from_half_written_path_is_refused(reference_run, tmp_path):
 
 
 def test_same_seed_with_spawned_workers_reproduces_losses(reference_run, tmp_path):
-    # Workers started with spawn import everything afresh, so evaluation (and its own workers) is left out
-    # to keep the run short; the per-step training losses are compared with the reference run.
+    # Workers started with spawn import everything afresh, so evaluation and its workers are left out to keep
+    # the run short. The per-step training losses are compared with the reference run.
     output_dir = tmp_path / "model"
     result = run_python(
         FAULTY_TRAIN,
