@@ -991,11 +991,104 @@ def _normalize_like_mnist(stack: np.ndarray, normalization: _MnistNormalization)
         working_size = (max(1, round(height * factor)), max(1, round(width * factor)))
         stack = _resize(stack, *working_size, PILImageResampling.BILINEAR)
 
+    # Frames that are MNIST's form already, as most MNIST digits are, pass through: the full step would
+    # return them unchanged, and checking that costs a fraction of running it.
+    unchanged = _unchanged_by_step(stack, normalization)
+    if not unchanged.any():
+        return _normalize_in_chunks(stack, normalization)
+    frames = stack.copy()
+    digit_found = np.ones(len(stack), dtype=bool)
+    rest = np.flatnonzero(~unchanged)
+    if rest.size:
+        frames[rest], digit_found[rest] = _normalize_in_chunks(stack[rest], normalization)
+    return frames, digit_found
+
+
+def _normalize_in_chunks(stack: np.ndarray, normalization: _MnistNormalization) -> tuple[np.ndarray, np.ndarray]:
+    """Run the full MNIST-style step over an (n, H, W) stack, in chunks that keep the working arrays small."""
     chunk = max(1, _CHUNK_PIXELS // (stack.shape[1] * stack.shape[2]))
     results = [_normalize_chunk(stack[start : start + chunk], normalization) for start in range(0, len(stack), chunk)]
     if len(results) == 1:
         return results[0]
     return np.concatenate([frames for frames, _ in results]), np.concatenate([found for _, found in results])
+
+
+def _unchanged_by_step(stack: np.ndarray, normalization: _MnistNormalization) -> np.ndarray:
+    """
+    Return, for an (n, H, W) stack, which images the MNIST-style step returns unchanged with `digit_found`: (n,).
+
+    Each condition below is one that `_normalize_chunk` meets for such an image, so an image that meets them all
+    is a fixed point of the step; an image that fails one merely takes the full step. The conditions: a 28 x 28
+    uint8 image, more than half of whose pixels are 0 (background 0, noise std 0, no inversion under "auto"); a
+    stroke level of `_FULL_STROKE_LEVEL` or more (no stretch) and enough stroke pixels; a box whose longer side
+    needs no scaling; and a whole-pixel placement of (0, 0).
+
+    The sums run in torch, in float32, which is exact for these integers (below 2**24). Numpy's reductions over
+    the short axes of 28 x 28 images took several times longer, and its BLAS threads, which busy-wait after a
+    matrix product, slowed the model's forward pass that followed.
+    """
+    count = stack.shape[0]
+    unchanged = np.zeros(count, dtype=bool)
+    size = MNIST_FRAME_SIZE
+    if (
+        stack.dtype != np.uint8
+        or stack.shape[1:] != (size, size)
+        or not normalization.do_correct_background
+        or normalization.invert == "always"
+    ):
+        return unchanged
+
+    nonzero_counts = np.count_nonzero(stack.reshape(count, -1), axis=1)
+    candidates = np.flatnonzero(nonzero_counts < size * size - size * size // 2)
+    if not candidates.size:
+        return unchanged
+    pixels = torch.from_numpy(stack[candidates]).float()  # (m, 28, 28)
+
+    # With a noise std of 0, ink is where the 3 x 3 sum is positive. The stroke level, a nearest-rank quantile
+    # of the ink pixels, reaches the full level when enough ink pixels do; every such pixel is ink. A 3 x 3 mean
+    # of at least a quarter of 255 is at least a quarter of any stroke level, so counting those pixels
+    # undercounts the stroke pixels.
+    window_sums = (_BOX_3X3 @ pixels @ _BOX_3X3).flatten(1)
+    members = (window_sums > 0).sum(dim=1).numpy()
+    ranks = np.maximum(np.ceil((1 - _STROKE_QUANTILE) * members).astype(np.int64), 1)
+    full_level = (pixels >= _FULL_STROKE_LEVEL).flatten(1).sum(dim=1).numpy() >= ranks
+    strong = (window_sums >= 9 * _STROKE_PIXEL_FRACTION * 255).sum(dim=1).numpy() >= _MIN_STROKE_PIXELS
+    keep = full_level & strong
+
+    # After background correction the digit is the nonzero pixels. Their box must need no scaling, and placing
+    # it in the frame must not move it.
+    row_mass = pixels.sum(dim=2).double().numpy()  # (m, 28)
+    col_mass = pixels.sum(dim=1).double().numpy()
+    if normalization.do_crop_to_digit:
+        top, box_height = _extent(row_mass > 0)
+        left, box_width = _extent(col_mass > 0)
+    else:
+        top = left = np.zeros(len(candidates), dtype=np.int64)
+        box_height = box_width = np.full(len(candidates), size)
+    if normalization.do_scale_digit:
+        keep &= normalization.digit_box_size / np.maximum(box_height, box_width) == 1
+    if normalization.do_center_of_mass:
+        frame_top, frame_left = _center_of_mass_offsets(row_mass, col_mass)
+    else:
+        frame_top, frame_left = _centered_box_offsets(box_height, box_width)
+        frame_top, frame_left = frame_top - top, frame_left - left
+    keep &= (frame_top == 0) & (frame_left == 0)
+
+    unchanged[candidates[keep]] = True
+    return unchanged
+
+
+# Band matrix whose product with an image sums each pixel with its two neighbours along one axis, edge pixels
+# counting twice, as `_sum_3_along` does: `_BOX_3X3 @ image @ _BOX_3X3` is the 3 x 3 sum of `_box_mean_3x3`.
+_BOX_3X3 = torch.from_numpy(sum(np.eye(MNIST_FRAME_SIZE, k=offset, dtype=np.float32) for offset in (-1, 0, 1)))
+_BOX_3X3[0, 0] = _BOX_3X3[-1, -1] = 2
+
+
+def _extent(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the first index and the length of the span of True values of each row of an (n, L) bool array."""
+    first = occupied.argmax(axis=1)
+    end = occupied.shape[1] - occupied[:, ::-1].argmax(axis=1)  # exclusive
+    return first, end - first
 
 
 def _normalize_chunk(stack: np.ndarray, normalization: _MnistNormalization) -> tuple[np.ndarray, np.ndarray]:
@@ -1218,12 +1311,9 @@ def _dilate_3x3(mask: np.ndarray) -> np.ndarray:
 
 def _bounding_boxes(region: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return the (top, height, left, width) arrays of the True pixels of each non-empty (H, W) mask."""
-    rows, cols = region.any(axis=2), region.any(axis=1)  # (n, H), (n, W)
-    top = rows.argmax(axis=1)
-    bottom = rows.shape[1] - rows[:, ::-1].argmax(axis=1)  # exclusive
-    left = cols.argmax(axis=1)
-    right = cols.shape[1] - cols[:, ::-1].argmax(axis=1)
-    return top, bottom - top, left, right - left
+    top, height = _extent(region.any(axis=2))
+    left, width = _extent(region.any(axis=1))
+    return top, height, left, width
 
 
 def _place_in_frame(digit: np.ndarray, boxes: tuple[np.ndarray, ...], normalization: _MnistNormalization) -> np.ndarray:
@@ -1301,15 +1391,22 @@ def _frame_offsets(
     box of `box_height` x `box_width` pixels at the canvas corner is centred, rounding up and to the left.
     """
     if not center_of_mass:
-        top = np.floor((MNIST_FRAME_SIZE - box_height) / 2)
-        left = np.floor((MNIST_FRAME_SIZE - box_width) / 2)
-        return top.astype(np.int64), left.astype(np.int64)
+        return _centered_box_offsets(box_height, box_width)
+    return _center_of_mass_offsets(canvases.sum(axis=2, dtype=np.float64), canvases.sum(axis=1, dtype=np.float64))
 
-    row_mass = canvases.sum(axis=2, dtype=np.float64)  # (n, h)
-    col_mass = canvases.sum(axis=1, dtype=np.float64)  # (n, w)
+
+def _centered_box_offsets(box_height: np.ndarray, box_width: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-pixel (top, left) that centre boxes in the frame, rounding up and to the left: (n,) each."""
+    top = np.floor((MNIST_FRAME_SIZE - box_height) / 2)
+    left = np.floor((MNIST_FRAME_SIZE - box_width) / 2)
+    return top.astype(np.int64), left.astype(np.int64)
+
+
+def _center_of_mass_offsets(row_mass: np.ndarray, col_mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whole-pixel (top, left) that bring centres of mass near (14, 14), from float64 row (n, h) and column masses."""
     mass = row_mass.sum(axis=1)
-    row_center = row_mass @ np.arange(canvases.shape[1], dtype=np.float64) / mass
-    col_center = col_mass @ np.arange(canvases.shape[2], dtype=np.float64) / mass
+    row_center = row_mass @ np.arange(row_mass.shape[1], dtype=np.float64) / mass
+    col_center = col_mass @ np.arange(col_mass.shape[1], dtype=np.float64) / mass
     top = np.floor(MNIST_CENTER_OF_MASS + 0.5 - row_center)
     left = np.floor(MNIST_CENTER_OF_MASS + 0.5 - col_center)
     return top.astype(np.int64), left.astype(np.int64)

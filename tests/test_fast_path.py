@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import hf_mnist.image_processing_mnist as ipm
 from hf_mnist.configuration_mnist import MnistConfig
 from hf_mnist.data import SAMPLE_PATH
 from hf_mnist.image_processing_mnist import MnistImageProcessor
@@ -101,3 +102,66 @@ def test_predict_csv_equals_slow_path(tmp_path, sample_digits, saved_model):
 
     assert [int(row["ImageId"]) for row in rows] == list(range(1, DIGIT_COUNT + 1))
     assert [row["Label"] for row in rows] == [model.config.id2label[index] for index in slow_classes]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MNIST-style step: digits already in MNIST's form pass through unchanged
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def all_sample_pixels() -> np.ndarray:
+    images = datasets.Dataset.from_parquet(str(SAMPLE_PATH))["image"]
+    return np.stack([np.asarray(image, dtype=np.uint8) for image in images])  # (5000, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def step_inputs(all_sample_pixels) -> dict[str, np.ndarray]:
+    """The sample digits, and variants of them that the full step changes in different ways."""
+    rng = np.random.default_rng(0)
+    digits = all_sample_pixels[:500]
+    return {
+        "sample": all_sample_pixels,
+        "shifted": np.stack([np.roll(digit, tuple(rng.integers(-2, 3, size=2)), axis=(0, 1)) for digit in digits]),
+        "dimmed": (digits * 0.8).astype(np.uint8),
+        "noisy": np.clip(digits + rng.integers(0, 3, size=digits.shape), 0, 255).astype(np.uint8),
+        "inverted": 255 - digits,
+    }
+
+
+STEP_SETTINGS = {
+    "default": {},
+    "invert never": {"invert": "never"},
+    "invert always": {"invert": "always"},
+    "no background correction": {"do_correct_background": False},
+    "no crop": {"do_crop_to_digit": False},
+    "no scaling": {"do_scale_digit": False},
+    "box 28": {"digit_box_size": 28, "do_crop_to_digit": False},
+    "box centred": {"do_center_of_mass": False},
+}
+
+
+@pytest.mark.parametrize("settings", STEP_SETTINGS.values(), ids=STEP_SETTINGS.keys())
+def test_step_shortcut_equals_full_step(step_inputs, settings):
+    normalization = MnistImageProcessor(**settings)._resolve_call_options({}).settings.mnist_normalization
+    for name, pixels in step_inputs.items():
+        frames, found = ipm._normalize_like_mnist(pixels, normalization)
+        full_frames, full_found = ipm._normalize_in_chunks(pixels, normalization)
+
+        assert np.array_equal(frames, full_frames), name
+        assert np.array_equal(found, full_found), name
+
+
+def test_step_shortcut_takes_nearly_every_sample_digit(all_sample_pixels):
+    normalization = MnistImageProcessor()._resolve_call_options({}).settings.mnist_normalization
+
+    unchanged = ipm._unchanged_by_step(all_sample_pixels, normalization)
+
+    assert unchanged.sum() >= 0.99 * len(all_sample_pixels)
+
+
+def test_step_shortcut_skips_moved_digits(step_inputs):
+    normalization = MnistImageProcessor()._resolve_call_options({}).settings.mnist_normalization
+
+    assert not ipm._unchanged_by_step(step_inputs["inverted"], normalization).any()
+    assert ipm._unchanged_by_step(step_inputs["shifted"], normalization).mean() < 0.5
