@@ -7,7 +7,9 @@ its whole batch with one indexing operation: no PIL, no per-example Python and n
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
+from datasets.table import ConcatenationTable, MemoryMappedTable
 
 from .image_processing_mnist import MnistImageProcessor
 
@@ -62,9 +64,12 @@ class DigitTensors(torch.utils.data.Dataset):
     """
 
     def __init__(self, split: datasets.Dataset):
-        columns = split.with_format("numpy")[:]  # every row at once: {column: np.ndarray}
+        labelled = "label" in split.column_names
+        columns = _stream_cache_files(split, labelled)
+        if columns is None:
+            columns = split.with_format("numpy")[:]  # every row at once: {column: np.ndarray}
         self.pixel_values = torch.from_numpy(np.ascontiguousarray(columns[PIXEL_COLUMN]))
-        self.labels = torch.from_numpy(columns["label"].astype(np.int64)) if "label" in split.column_names else None
+        self.labels = torch.from_numpy(columns["label"].astype(np.int64)) if labelled else None
 
     def __len__(self) -> int:
         return self.pixel_values.shape[0]
@@ -81,6 +86,56 @@ class DigitTensors(torch.utils.data.Dataset):
         if self.labels is not None:
             batch["labels"] = self.labels[index]
         return batch
+
+
+def _stream_cache_files(split: datasets.Dataset, labelled: bool) -> dict[str, np.ndarray] | None:
+    """
+    Read a prepared split straight from its datasets cache files, one record batch at a time.
+
+    Reading through datasets' memory map would leave every page of the file resident next to the tensor copy,
+    which doubles the memory the digits take. Streaming the file with plain reads into one preallocated array
+    keeps a single copy. Returns None when the split is not exactly its cache files in order, and the caller
+    then reads through datasets. Such splits are held in memory, reordered by an indices mapping, sliced, or
+    changed by a transform that datasets replays on load.
+    """
+    tables = split.data.blocks if isinstance(split.data, ConcatenationTable) else [[split.data]]
+    if split._indices is not None or any(len(row) != 1 for row in tables):
+        return None
+    tables = [row[0] for row in tables]
+    if not all(isinstance(table, MemoryMappedTable) and _replays_keep_values(table) for table in tables):
+        return None
+
+    shape = split.features[PIXEL_COLUMN].shape
+    pixels = np.empty((len(split), *shape), dtype=np.float32)
+    labels = np.empty(len(split), dtype=np.int64) if labelled else None
+    row = 0
+    for table in tables:
+        with pa.OSFile(table.path) as source:
+            for batch in pa.ipc.open_stream(source):
+                end = row + batch.num_rows
+                if end > len(split):
+                    return None
+                pixels[row:end] = _flat_values(batch.column(PIXEL_COLUMN)).reshape(batch.num_rows, *shape)
+                if labelled:
+                    labels[row:end] = batch.column("label").to_numpy()
+                row = end
+    if row != len(split):
+        return None
+    return {PIXEL_COLUMN: pixels, "label": labels}
+
+
+def _replays_keep_values(table: MemoryMappedTable) -> bool:
+    """Whether the transforms that datasets replays on `table` leave its values as they are in the file."""
+    # datasets itself records the features in the schema metadata of the files that map writes.
+    return all(replay[0] == "replace_schema_metadata" for replay in table.replays)
+
+
+def _flat_values(column: pa.Array) -> np.ndarray:
+    """Return the values of a (nested) list column, such as datasets' Array3D storage, as one flat array."""
+    values = column.storage if isinstance(column, pa.ExtensionArray) else column
+    while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+        values = values.flatten()
+    return values.to_numpy(zero_copy_only=False)
 
 
 def collate_digit_batch(batch) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import hf_mnist.image_processing_mnist as ipm
+from hf_mnist import preprocessing
 from hf_mnist.configuration_mnist import MnistConfig
 from hf_mnist.data import SAMPLE_PATH
 from hf_mnist.image_processing_mnist import MnistImageProcessor
@@ -165,3 +166,36 @@ def test_step_shortcut_skips_moved_digits(step_inputs):
 
     assert not ipm._unchanged_by_step(step_inputs["inverted"], normalization).any()
     assert ipm._unchanged_by_step(step_inputs["shifted"], normalization).mean() < 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DigitTensors: read from the cache files, or through datasets
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_streamed_cache_equals_datasets_read(sample_digits):
+    prepared = prepare_split(sample_digits, MnistImageProcessor())
+    expected = prepared.with_format("numpy")[:]
+
+    streamed = preprocessing._stream_cache_files(prepared, labelled=True)
+
+    assert streamed is not None
+    assert np.array_equal(streamed["pixel_values"], expected["pixel_values"])
+    assert np.array_equal(streamed["label"], expected["label"])
+
+
+@pytest.mark.parametrize("reorder", ["shuffle", "select", "slice"])
+def test_reordered_split_is_read_through_datasets(sample_digits, reorder):
+    prepared = prepare_split(sample_digits, MnistImageProcessor())
+    if reorder == "shuffle":
+        split = prepared.shuffle(seed=0)
+    elif reorder == "select":
+        split = prepared.select([3, 1, 2])
+    else:
+        split = prepared.select(range(10, 20))
+
+    tensors = DigitTensors(split)
+
+    assert preprocessing._stream_cache_files(split, labelled=True) is None
+    assert torch.equal(tensors.pixel_values, torch.from_numpy(split.with_format("numpy")[:]["pixel_values"]))
+    assert tensors.labels.tolist() == split["label"]
