@@ -1,9 +1,9 @@
 """Handwritten-digit classification with the Hugging Face ecosystem.
 
 Importing the package registers the model, its config and its image processor with the transformers auto
-classes, both in this process and for `save_pretrained`. `save_pretrained` then copies the three shipped
-source files next to the weights, so the folder loads with `trust_remote_code=True` where hf_mnist is not
-installed.
+classes, both in this process and for `save_pretrained`. `save_pretrained` then copies the four shipped
+source files (config, model, image processor and batched pipeline) next to the weights, so the folder loads
+with `trust_remote_code=True` where hf_mnist is not installed.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification

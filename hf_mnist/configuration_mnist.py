@@ -4,6 +4,7 @@ This file is shipped to the Hub next to the weights and loaded with `trust_remot
 only the standard library, transformers and, to check a backbone name, timm when it is installed.
 """
 
+import copy
 import difflib
 import re
 
@@ -16,6 +17,16 @@ DIGIT_LABELS = [str(digit) for digit in range(10)]
 SUPPORTED_ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "elu", "mish")
 
 BACKBONE_FREEZE_MODES = ("none", "all", "all_but_last_stage")
+
+# `custom_pipelines` entry of every saved config: `pipeline("image-classification", trust_remote_code=True)` then
+# builds the batched pipeline of pipeline_mnist.py, which modeling_mnist.py imports so that it is saved with it.
+CUSTOM_PIPELINES = {
+    "image-classification": {
+        "impl": "pipeline_mnist.MnistImageClassificationPipeline",
+        "pt": ["AutoModelForImageClassification"],
+        "type": "image",
+    }
+}
 
 
 @strict
@@ -77,6 +88,8 @@ class MnistConfig(PreTrainedConfig):
         if self.label2id is None:
             self.label2id = {label: index for index, label in self.id2label.items()}
         super().__post_init__(**kwargs)
+        if getattr(self, "custom_pipelines", None) is None:
+            self.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
         self._check_values()
 
     def _check_values(self):

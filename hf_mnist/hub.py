@@ -1,7 +1,7 @@
 """Publishing a training run's output folder to a Hub model repo, with a generated model card.
 
 `push_output_dir` uploads, in one commit: the safetensors weights, `config.json` (with its `auto_map`),
-`preprocessor_config.json`, the three shipped source files, the result JSON files, a README.md rendered by
+`preprocessor_config.json`, the four shipped source files, the result JSON files, a README.md rendered by
 `hf_mnist.model_card`, and the card's figures under `images/`. Checkpoints, optimizer and RNG states,
 `training_args.bin` and temporary files stay local. The card and figures are rendered into a temporary
 folder, so the output folder is only read. A failed push leaves it as it was and names the command to rerun.
@@ -29,7 +29,12 @@ from .model_card import CARD_SOURCE_FILES, card_image_paths, render_card_images,
 
 logger = logging.getLogger(__name__)
 
-SHIPPED_CODE_FILES = ("configuration_mnist.py", "modeling_mnist.py", "image_processing_mnist.py")
+SHIPPED_CODE_FILES = (
+    "configuration_mnist.py",
+    "modeling_mnist.py",
+    "image_processing_mnist.py",
+    "pipeline_mnist.py",
+)
 REQUIRED_FILES = (
     "config.json",
     "preprocessor_config.json",

@@ -15,6 +15,10 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from .configuration_mnist import MnistConfig
 
+# Not used here: importing the pipeline makes `save_pretrained` copy its file next to this one, and makes
+# remote-code loading fetch it, as the config's `custom_pipelines` entry needs.
+from .pipeline_mnist import MnistImageClassificationPipeline  # noqa: F401
+
 # ITU-R 601-2 luma weights, the ones PIL uses for mode "L". They sum to 1, so applying them to normalised
 # RGB channels gives the normalised grey value when all channels share one mean and std.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)

@@ -199,3 +199,74 @@ def test_reordered_split_is_read_through_datasets(sample_digits, reorder):
     assert preprocessing._stream_cache_files(split, labelled=True) is None
     assert torch.equal(tensors.pixel_values, torch.from_numpy(split.with_format("numpy")[:]["pixel_values"]))
     assert tensors.labels.tolist() == split["label"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Batched pipeline: what the stock ImageClassificationPipeline returns
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifiers(saved_model):
+    from transformers import ImageClassificationPipeline, pipeline
+
+    batched = pipeline("image-classification", model=str(saved_model), trust_remote_code=True, device="cpu")
+    stock = ImageClassificationPipeline(model=batched.model, image_processor=batched.image_processor)
+    return batched, stock
+
+
+def mixed_inputs(sample_digits, tmp_path) -> list:
+    """Pillow images of several modes, an array and a file path: every route of the batched pipeline."""
+    images = list(sample_digits["image"])[:20]
+    path = tmp_path / "digit.png"
+    images[7].save(path)
+    rgba = images[3].convert("RGBA")
+    rgba.putalpha(200)
+    return [*images[:12], images[12].convert("RGB"), images[13].convert("P"), rgba, str(path), np.asarray(images[16])]
+
+
+def test_pipeline_builds_batched_class(classifiers, saved_model):
+    batched, _ = classifiers
+
+    assert type(batched).__name__ == "MnistImageClassificationPipeline"
+    assert (saved_model / "pipeline_mnist.py").is_file()
+
+
+def assert_same_results(results, expected):
+    assert len(results) == len(expected)
+    for result, reference in zip(results, expected, strict=True):
+        assert [entry["label"] for entry in result][:1] == [entry["label"] for entry in reference][:1]
+        scores = {entry["label"]: entry["score"] for entry in result}
+        assert scores == pytest.approx({entry["label"]: entry["score"] for entry in reference}, rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"top_k": 3}, {"top_k": None}, {"top_k": 1, "function_to_apply": "sigmoid"}, {"function_to_apply": "none"}],
+    ids=["top 3", "all labels", "sigmoid", "raw logits"],
+)
+def test_batched_pipeline_equals_stock(classifiers, sample_digits, tmp_path, options):
+    batched, stock = classifiers
+    images = mixed_inputs(sample_digits, tmp_path)
+
+    results = batched(images, batch_size=8, **options)
+    expected = stock(images, batch_size=8, **options)
+
+    assert_same_results(results, expected)
+
+
+def test_batched_pipeline_streams_generators(classifiers, sample_digits):
+    batched, stock = classifiers
+    images = list(sample_digits["image"])[:10]
+
+    results = batched((image for image in images), batch_size=4, top_k=2)
+
+    assert not isinstance(results, list)
+    assert_same_results(list(results), stock(images, top_k=2))
+
+
+def test_batched_pipeline_single_image(classifiers, sample_digits):
+    batched, stock = classifiers
+    image = sample_digits["image"][0]
+
+    assert_same_results([batched(image)], [stock(image)])

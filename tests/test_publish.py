@@ -55,6 +55,7 @@ EXPECTED_REPO_FILES = {
     "configuration_mnist.py",
     "modeling_mnist.py",
     "image_processing_mnist.py",
+    "pipeline_mnist.py",
     "all_results.json",
     "train_results.json",
     "validation_results.json",

@@ -217,7 +217,7 @@ def test_pipeline_matches_forward(trained_model, model, real_world_files):
     # RGBA arrays, which it passes to the processor as they are.
     images = [str(path) for path in real_world_files["photo"][:8]]
     images += [np.asarray(Image.open(path)) for path in real_world_files["drawing"][:8]]
-    classifier = pipeline("image-classification", model=str(trained_model))
+    classifier = pipeline("image-classification", model=str(trained_model), trust_remote_code=True)
     classes, _ = predict(model, MnistImageProcessor.from_pretrained(trained_model), images)
     expected = [str(label) for label in classes]
 

@@ -59,6 +59,7 @@ def test_output_folder_contents(trained_model):
         "configuration_mnist.py",
         "modeling_mnist.py",
         "image_processing_mnist.py",
+        "pipeline_mnist.py",
         "preprocessor_config.json",
         "all_results.json",
         "trainer_state.json",
