@@ -4,6 +4,7 @@
 code runs as a single process and under `accelerate launch`, where `Trainer` handles the distribution.
 """
 
+import gc
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy
 
 from .backbone import backbone_image_settings, check_backbone_input_size, check_weights_file, load_pretrained_backbone
 from .configuration_mnist import BACKBONE_FREEZE_MODES, MnistConfig
@@ -205,6 +206,11 @@ class MnistTrainingArguments(TrainingArguments):
         default="accuracy", metadata={"help": "Validation metric that picks the best checkpoint."}
     )
     logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    # Off, as in the hand-written loop and in timm's train.py: the dense network trains as well without it, and
+    # without clipping MnistTrainer skips the per-step gradient norm (see MnistTrainer._get_grad_norm).
+    max_grad_norm: float = field(
+        default=0.0, metadata={"help": "Clip gradients to this global norm; 0 turns clipping off. Default: 0."}
+    )
     # Without an accelerator, TrainingArguments only sets up multi-process (gloo) training when use_cpu is
     # true; with its own default, `accelerate launch --num_processes 2` would run two separate trainings.
     use_cpu: bool = field(
@@ -229,6 +235,53 @@ class MnistTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Stop after this many evaluations without improvement. Default: never stop early."},
     )
+
+
+class MnistTrainer(Trainer):
+    """`Trainer` whose `train` keeps Python's garbage collector off the objects that exist when it starts.
+
+    The modules, datasets and tensors loaded before training are long-lived, yet every full collection walks
+    them: on a 2-core CPU, the one that accelerate runs when training starts took a tenth of an epoch of 60,000
+    digits. `gc.freeze` moves them out of the collector's view for the run, and `gc.unfreeze` puts them back.
+    It also counts the model's parameters once for the FLOP estimate, rather than once per step, and without
+    gradient clipping computes the gradient norm only on the steps that log it.
+
+    NOTE: a callback that logs on other steps gets those logs without `grad_norm`.
+    """
+
+    def train(self, *args, **kwargs):
+        gc.freeze()
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            gc.unfreeze()
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Trainer computes the gradient norm on every step, to log it. Without clipping, nothing else reads it,
+        # so it is computed only on the steps whose metrics the default logging schedule writes: a norm over
+        # every gradient was a tenth of a CPU step. Logging strategies other than "steps" keep the stock rule.
+        if grad_norm is None and not self._step_logs_metrics(self.state.global_step + 1):
+            return None
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
+
+    def _step_logs_metrics(self, step: int) -> bool:
+        """Tell whether the default logging schedule logs the metrics of optimizer step `step` (from 1)."""
+        if self.args.logging_strategy != IntervalStrategy.STEPS:
+            return True
+        if step == 1 and self.args.logging_first_step:
+            return True
+        return bool(self.state.logging_steps) and step % self.state.logging_steps == 0
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        # The stock estimate is 6 x input elements x parameters. It counts the parameters by walking every
+        # module on every step. The count is fixed during a run, so here it is taken once per model.
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return 0
+        cached = getattr(self, "_parameter_count", None)
+        if cached is None or cached[0] is not self.model:
+            cached = self._parameter_count = (self.model, self.model.num_parameters(exclude_embeddings=True))
+        return 6 * inputs[main_input].numel() * cached[1]
 
 
 def check_training_arguments(training_args: MnistTrainingArguments) -> None:
@@ -437,7 +490,7 @@ def run_training(
     callbacks = list(callbacks or [])
     if training_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience))
-    trainer = Trainer(
+    trainer = MnistTrainer(
         model=model,
         args=training_args,
         data_collator=collate_digit_batch,
@@ -633,6 +686,7 @@ def _log_summary(output_dir: str, metrics: dict) -> None:
 __all__ = [
     "DataArguments",
     "ModelArguments",
+    "MnistTrainer",
     "MnistTrainingArguments",
     "check_training_arguments",
     "find_checkpoint",

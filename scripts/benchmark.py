@@ -38,7 +38,7 @@ from hf_mnist.image_processing_mnist import MNIST_MEAN, MNIST_STD, MnistImagePro
 from hf_mnist.inference import PredictionArguments, run_prediction
 from hf_mnist.modeling_mnist import MnistForImageClassification
 from hf_mnist.preprocessing import DigitTensors, collate_digit_batch, prepare_split
-from hf_mnist.train import DataArguments, MnistTrainingArguments, ModelArguments, run_training
+from hf_mnist.train import DataArguments, MnistTrainer, MnistTrainingArguments, ModelArguments, run_training
 
 logger = logging.getLogger("benchmark")
 
@@ -117,8 +117,6 @@ def hf_trainer(train: DigitTensors, output_dir: str, seed: int):
 
     Evaluation and checkpointing are off, so that the time is the training epoch alone.
     """
-    from transformers import Trainer
-
     args = MnistTrainingArguments(
         output_dir=output_dir,
         num_train_epochs=1,
@@ -131,7 +129,7 @@ def hf_trainer(train: DigitTensors, output_dir: str, seed: int):
     )
     torch.manual_seed(seed)
     model = MnistForImageClassification(MnistConfig())
-    return Trainer(model=model, args=args, data_collator=collate_digit_batch, train_dataset=train)
+    return MnistTrainer(model=model, args=args, data_collator=collate_digit_batch, train_dataset=train)
 
 
 @torch.inference_mode()

@@ -270,3 +270,57 @@ def test_batched_pipeline_single_image(classifiers, sample_digits):
     image = sample_digits["image"][0]
 
     assert_same_results([batched(image)], [stock(image)])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MnistTrainer: the stock Trainer's results, with less work per step
+# ---------------------------------------------------------------------------------------------------------
+
+
+def short_run(trainer_class, digit_tensors, output_dir, **overrides):
+    from hf_mnist.train import MnistTrainingArguments
+
+    args = MnistTrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        logging_steps=3,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        **overrides,
+    )
+    torch.manual_seed(0)
+    trainer = trainer_class(
+        model=MnistForImageClassification(MnistConfig()),
+        args=args,
+        data_collator=collate_digit_batch,
+        train_dataset=digit_tensors,
+    )
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"logging_first_step": True}, {"max_grad_norm": 0.5}],
+    ids=["defaults", "first step logged", "clipping"],
+)
+def test_mnist_trainer_logs_what_trainer_logs(digit_tensors, tmp_path, overrides):
+    from transformers import Trainer
+
+    from hf_mnist.train import MnistTrainer
+
+    ours = short_run(MnistTrainer, digit_tensors, tmp_path / "ours", **overrides)
+    stock = short_run(Trainer, digit_tensors, tmp_path / "stock", **overrides)
+
+    step_logs = [entry for entry in stock.state.log_history if "loss" in entry]
+    assert len(step_logs) >= 4
+    assert all("grad_norm" in entry for entry in step_logs)
+    assert [entry for entry in ours.state.log_history if "loss" in entry] == step_logs
+    assert ours.state.total_flos == stock.state.total_flos
+    for ours_parameter, stock_parameter in zip(ours.model.parameters(), stock.model.parameters(), strict=True):
+        assert torch.equal(ours_parameter, stock_parameter)
