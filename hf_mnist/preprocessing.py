@@ -1,15 +1,19 @@
 """Turning decoded digit datasets into the tensors the model reads.
 
 Images are decoded and normalised once, by the image processor, in batched `datasets.map` work that
-datasets caches on disk. The result is then held as two in-memory tensors, and a training step fetches
+datasets caches on disk. Plain grey PNGs, the form in which datasets stores MNIST, are decoded with zlib
+rather than Pillow. The result is then held as two in-memory tensors, and a training step fetches
 its whole batch with one indexing operation: no PIL, no per-example Python and no per-row Arrow decoding.
 """
+
+import zlib
 
 import datasets
 import numpy as np
 import pyarrow as pa
 import torch
 from datasets.table import ConcatenationTable, MemoryMappedTable
+from PIL import Image
 
 from .image_processing_mnist import MnistImageProcessor
 
@@ -38,8 +42,20 @@ def prepare_split(
         split = split.select(range(min(max_samples, len(split))))
     labelled = "label" in split.column_names
 
+    # Image files are decoded here rather than by datasets, so that plain grey PNGs skip Pillow.
+    image_feature = split.features.get("image")
+    decode_here = isinstance(image_feature, datasets.Image) and image_feature.decode and image_feature.mode is None
+    if decode_here:
+        split = split.cast_column("image", datasets.Image(decode=False))
+
     def encode(batch):
-        encoded = {PIXEL_COLUMN: image_processor(batch["image"], return_tensors="np")[PIXEL_COLUMN]}
+        images = [_decode_image_cell(cell) for cell in batch["image"]] if decode_here else batch["image"]
+        if all(isinstance(image, np.ndarray) for image in images) and len({image.shape for image in images}) == 1:
+            # The same values as a list of mode "L" Pillow images gives, from one stacked array.
+            pixel_values = image_processor.preprocess_uint8(np.stack(images))
+        else:
+            pixel_values = image_processor(images, return_tensors="np")[PIXEL_COLUMN]
+        encoded = {PIXEL_COLUMN: pixel_values}
         if labelled:
             encoded["label"] = batch["label"]
         return encoded
@@ -54,6 +70,61 @@ def prepare_split(
         desc=desc,
     )
     return prepared
+
+
+def _decode_image_cell(cell: dict) -> np.ndarray | Image.Image:
+    """Decode a `{"bytes", "path"}` cell of an image column: an (H, W) uint8 array, or a Pillow image."""
+    if cell.get("bytes") is not None:
+        pixels = _plain_grey_png_pixels(cell["bytes"])
+        if pixels is not None:
+            return pixels
+    return datasets.Image().decode_example(cell)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _plain_grey_png_pixels(data: bytes) -> np.ndarray | None:
+    """
+    Decode a plain grey PNG into an (H, W) uint8 array, or return None for any other file.
+
+    Plain means 8-bit greyscale, not interlaced, with only IHDR, IDAT and IEND chunks and every row stored
+    unfiltered: what Pillow writes for MNIST digits, which is how datasets stores them. zlib and a reshape
+    decode such a file in a fraction of the time Pillow takes, to the same values. Every other file, and any
+    file with a bad checksum, returns None and goes to Pillow, which decodes it or raises its own error.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    header, compressed, position = None, [], len(_PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind_and_body = data[position + 4 : position + 8 + length]
+        checksum = data[position + 8 + length : position + 12 + length]
+        if len(checksum) != 4 or zlib.crc32(kind_and_body) != int.from_bytes(checksum, "big"):
+            return None
+        kind, body = kind_and_body[:4], kind_and_body[4:]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            compressed.append(body)
+        elif kind == b"IEND":
+            break
+        else:
+            return None
+        position += 12 + length
+    # IHDR: width, height (4 bytes each), then bit depth, colour type, compression, filter method, interlace.
+    if header is None or len(header) != 13 or tuple(header[8:]) != (8, 0, 0, 0, 0):
+        return None
+    width, height = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
+    try:
+        raw = zlib.decompress(b"".join(compressed))
+    except zlib.error:
+        return None
+    if len(raw) != height * (width + 1):
+        return None
+    if raw[:: width + 1] != bytes(height):  # each row starts with its filter type, 0 for unfiltered
+        return None
+    return np.frombuffer(raw, dtype=np.uint8).reshape(height, width + 1)[:, 1:]
 
 
 class DigitTensors(torch.utils.data.Dataset):
@@ -125,7 +196,7 @@ def _stream_cache_files(split: datasets.Dataset, labelled: bool) -> dict[str, np
 
 
 def _replays_keep_values(table: MemoryMappedTable) -> bool:
-    """Whether the transforms that datasets replays on `table` leave its values as they are in the file."""
+    """Tell whether the transforms that datasets replays on `table` leave its values as in the file."""
     # datasets itself records the features in the schema metadata of the files that map writes.
     return all(replay[0] == "replace_schema_metadata" for replay in table.replays)
 

@@ -1,6 +1,8 @@
 """The fast paths (cached tensors, batch fetches, CSV prediction) give what the slow per-image paths give."""
 
 import csv
+import io
+import zlib
 
 import datasets
 import numpy as np
@@ -324,3 +326,81 @@ def test_mnist_trainer_logs_what_trainer_logs(digit_tensors, tmp_path, overrides
     assert ours.state.total_flos == stock.state.total_flos
     for ours_parameter, stock_parameter in zip(ours.model.parameters(), stock.model.parameters(), strict=True):
         assert torch.equal(ours_parameter, stock_parameter)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoding image cells: plain grey PNGs without Pillow, everything else with it
+# ---------------------------------------------------------------------------------------------------------
+
+
+def png_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def test_plain_png_decoding_equals_pillow():
+    table = datasets.Dataset.from_parquet(str(SAMPLE_PATH)).cast_column("image", datasets.Image(decode=False))
+    cells = table["image"][:500]
+
+    for cell in cells:
+        pixels = preprocessing._plain_grey_png_pixels(cell["bytes"])
+        assert pixels is not None
+        assert np.array_equal(pixels, np.asarray(Image.open(io.BytesIO(cell["bytes"]))))
+
+
+def other_pngs(digit: Image.Image) -> dict[str, bytes]:
+    """PNG files that the plain decoder leaves to Pillow."""
+    corrupted = bytearray(png_bytes(digit))
+    corrupted[-20] ^= 0xFF  # inside the IDAT data, so that its checksum fails
+    with_transparency = png_bytes(digit, transparency=0)
+    return {
+        "filtered rows": png_bytes(Image.fromarray(np.tile(np.arange(28, dtype=np.uint8) * 9, (28, 1)))),
+        "16-bit": png_bytes(digit.convert("I;16")),
+        "palette": png_bytes(digit.convert("P")),
+        "RGB": png_bytes(digit.convert("RGB")),
+        "transparency chunk": with_transparency,
+        "bad checksum": bytes(corrupted),
+        "JPEG": _jpeg_bytes(digit),
+    }
+
+
+def _jpeg_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_other_files_go_to_pillow(sample_digits):
+    for name, data in other_pngs(sample_digits["image"][0]).items():
+        if name == "filtered rows":
+            # Pillow's encoder filters rows of a gradient; the check needs a file that really has filters.
+            raw = zlib.decompress(data[data.index(b"IDAT") + 4 : -16])
+            assert raw[::29] != bytes(28)
+        assert preprocessing._plain_grey_png_pixels(data) is None, name
+
+
+def test_prepared_split_of_mixed_files_equals_processor_call(sample_digits):
+    digit = sample_digits["image"][0]
+    files = [png_bytes(digit), *(data for name, data in other_pngs(digit).items() if name != "bad checksum")]
+    split = datasets.Dataset.from_dict(
+        {"image": [{"bytes": data, "path": None} for data in files], "label": [0] * len(files)},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)}),
+    )
+
+    tensors = DigitTensors(prepare_split(split, MnistImageProcessor()))
+    expected = MnistImageProcessor()([Image.open(io.BytesIO(data)) for data in files], return_tensors="pt")
+
+    assert torch.equal(tensors.pixel_values, expected["pixel_values"])
+
+
+def test_corrupted_png_raises_pillow_error(sample_digits):
+    data = other_pngs(sample_digits["image"][0])["bad checksum"]
+    split = datasets.Dataset.from_dict(
+        {"image": [{"bytes": data, "path": None}]}, features=datasets.Features({"image": datasets.Image()})
+    )
+
+    with pytest.raises(OSError, match="broken data stream"):
+        Image.open(io.BytesIO(data)).load()
+    with pytest.raises(OSError, match="broken data stream"):
+        prepare_split(split, MnistImageProcessor())
