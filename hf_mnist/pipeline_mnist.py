@@ -116,6 +116,7 @@ def _load_image(image: Any, timeout: float | None) -> Image.Image:
     if (
         isinstance(image, Image.Image)
         and image.mode in ("L", "RGB")
+        and "transparency" not in image.info  # which the image processor would use, and the RGB copy drops
         and image.getexif().get(ExifTags.Base.Orientation, 1) == 1
     ):
         return image

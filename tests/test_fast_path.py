@@ -224,7 +224,16 @@ def mixed_inputs(sample_digits, tmp_path) -> list:
     images[7].save(path)
     rgba = images[3].convert("RGBA")
     rgba.putalpha(200)
-    return [*images[:12], images[12].convert("RGB"), images[13].convert("P"), rgba, str(path), np.asarray(images[16])]
+    keyed = Image.open(io.BytesIO(png_bytes(images[4], transparency=255)))  # mode "L", strokes transparent
+    return [
+        *images[:12],
+        images[12].convert("RGB"),
+        images[13].convert("P"),
+        rgba,
+        keyed,
+        str(path),
+        np.asarray(images[16]),
+    ]
 
 
 def test_pipeline_builds_batched_class(classifiers, saved_model):
