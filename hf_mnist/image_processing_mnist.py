@@ -207,7 +207,6 @@ class _Settings:
     image_std: tuple[float, ...]
     scale: np.ndarray  # (1, num_channels, 1, 1) float32
     offset: np.ndarray  # (1, num_channels, 1, 1) float32
-    lookup_table: np.ndarray  # (num_channels, 256) float32: output value of each uint8 intensity
     mnist_normalization: _MnistNormalization | None  # None when do_mnist_normalize is False
 
 
@@ -629,11 +628,7 @@ def _build_settings(
         offset = [0.0] * num_channels
     scale = np.asarray(scale, dtype=np.float32).reshape(1, num_channels, 1, 1)
     offset = np.asarray(offset, dtype=np.float32).reshape(1, num_channels, 1, 1)
-
-    # The table is the float32 multiply-add of `_multiply_add` applied to every uint8 level.
-    levels = np.arange(256, dtype=np.float32)
-    lookup_table = levels[None, :] * scale[0, :, :, 0] + offset[0, :, :, 0]  # (num_channels, 256)
-    for array in (scale, offset, lookup_table):
+    for array in (scale, offset):
         array.flags.writeable = False
 
     mnist_normalization = None
@@ -657,7 +652,6 @@ def _build_settings(
         image_std=std,
         scale=scale,
         offset=offset,
-        lookup_table=lookup_table,
         mnist_normalization=mnist_normalization,
     )
 
@@ -964,6 +958,12 @@ def _normalize_stacks_like_mnist(
     Returns the stack (as a one-element list, the form that `_pixel_values_from_stacks` takes) and the (N,)
     bool `digit_found` flags.
     """
+    if len({stack.shape[1:] for stack in stacks}) == 1:  # one size, as in a batch of digits
+        frames, digit_found = _normalize_like_mnist(
+            stacks[0] if len(stacks) == 1 else np.concatenate(stacks), normalization
+        )
+        return [frames], digit_found
+
     # Group by image size, so that each size is normalized in batched calls.
     groups: dict[tuple[int, int], tuple[list[int], list[np.ndarray]]] = {}
     position = 0
@@ -1045,13 +1045,11 @@ def _unchanged_by_step(stack: np.ndarray, normalization: _MnistNormalization) ->
     pixels = torch.from_numpy(stack[candidates]).float()  # (m, 28, 28)
 
     # With a noise std of 0, ink is where the 3 x 3 sum is positive. The stroke level, a nearest-rank quantile
-    # of the ink pixels, reaches the full level when enough ink pixels do; every such pixel is ink. A 3 x 3 mean
-    # of at least a quarter of 255 is at least a quarter of any stroke level, so counting those pixels
-    # undercounts the stroke pixels.
+    # of the ink pixels, reaches the full level when at least its rank of ink pixels do, and every such pixel is
+    # ink; requiring the largest possible rank spares counting the ink. A 3 x 3 mean of at least a quarter of
+    # 255 is at least a quarter of any stroke level, so counting those pixels undercounts the stroke pixels.
     window_sums = (_BOX_3X3 @ pixels @ _BOX_3X3).flatten(1)
-    members = (window_sums > 0).sum(dim=1).numpy()
-    ranks = np.maximum(np.ceil((1 - _STROKE_QUANTILE) * members).astype(np.int64), 1)
-    full_level = (pixels >= _FULL_STROKE_LEVEL).flatten(1).sum(dim=1).numpy() >= ranks
+    full_level = (pixels >= _FULL_STROKE_LEVEL).flatten(1).sum(dim=1).numpy() >= _MAX_STROKE_RANK
     strong = (window_sums >= 9 * _STROKE_PIXEL_FRACTION * 255).sum(dim=1).numpy() >= _MIN_STROKE_PIXELS
     keep = full_level & strong
 
@@ -1077,6 +1075,9 @@ def _unchanged_by_step(stack: np.ndarray, normalization: _MnistNormalization) ->
     unchanged[candidates[keep]] = True
     return unchanged
 
+
+# Rank of the stroke level among the ink pixels of a 28 x 28 image when all 784 are ink, the most it can be.
+_MAX_STROKE_RANK = math.ceil((1 - _STROKE_QUANTILE) * MNIST_FRAME_SIZE**2)
 
 # Band matrix whose product with an image sums each pixel with its two neighbours along one axis, edge pixels
 # counting twice, as `_sum_3_along` does: `_BOX_3X3 @ image @ _BOX_3X3` is the 3 x 3 sum of `_box_mean_3x3`.
@@ -1529,15 +1530,8 @@ def _resize(stack: np.ndarray, height: int, width: int, resample: PILImageResamp
 
 def _multiply_add(stack: np.ndarray, settings: _Settings) -> np.ndarray:
     """Apply the fused rescale and normalize to an (n, h, w) stack and repeat channels: (n, C, h, w)."""
-    if stack.dtype == np.uint8:
-        table = settings.lookup_table  # (C, 256)
-        if settings.num_channels == 1:
-            return table[0][stack][:, None]
-        output = np.empty((stack.shape[0], settings.num_channels, *stack.shape[1:]), dtype=np.float32)
-        for channel in range(settings.num_channels):
-            output[:, channel] = table[channel][stack]
-        return output
-
+    # One float32 multiply and one add per element, in separate passes, so the rounding is the same for every
+    # input type; for uint8 this beat a 256-entry lookup table six times over.
     stack = stack.astype(np.float32, copy=False)[:, None]  # (n, 1, h, w)
     return stack * settings.scale + settings.offset  # broadcasts to (n, C, h, w)
 
