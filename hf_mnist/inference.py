@@ -185,8 +185,8 @@ def predict_csv(args: PredictionArguments, csv_path: Path) -> list[tuple[int, st
             )
 
     predicted = np.concatenate(predicted) if predicted else np.zeros(0, dtype=np.int64)
-    for index, class_id in enumerate(predicted, start=1):
-        rows.append((index, model.config.id2label[int(class_id)]))
+    label_names = [model.config.id2label[class_id] for class_id in range(model.config.num_labels)]
+    rows.extend(enumerate((label_names[class_id] for class_id in predicted.tolist()), start=1))
 
     if without_digit:
         # A submission needs a label on every row, so these keep the model's guess.

@@ -413,3 +413,29 @@ def test_corrupted_png_raises_pillow_error(sample_digits):
         Image.open(io.BytesIO(data)).load()
     with pytest.raises(OSError, match="broken data stream"):
         prepare_split(split, MnistImageProcessor())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kaggle CSV: the uint8 read and the general read give the same digits
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_csv_uint8_read_equals_general_read(tmp_path, sample_digits):
+    from hf_mnist.data import read_digit_csv
+
+    pixels = np.stack([np.asarray(image, dtype=np.uint8) for image in sample_digits["image"]]).reshape(-1, 784)
+    labels = np.asarray(sample_digits["label"])
+    rows = [[str(label), *map(str, row)] for label, row in zip(labels.tolist(), pixels.tolist(), strict=True)]
+    header = ["label", *(f"pixel{index}" for index in range(784))]
+    plain, decimal = tmp_path / "plain.csv", tmp_path / "decimal.csv"
+    for path, table in ((plain, rows), (decimal, [[*rows[0][:5], f"{rows[0][5]}.0", *rows[0][6:]], *rows[1:]])):
+        with open(path, "w", newline="") as handle:
+            csv.writer(handle).writerows([header, *table])
+
+    plain_pixels, plain_labels = read_digit_csv(plain)
+    decimal_pixels, decimal_labels = read_digit_csv(decimal)  # "N.0" fails the uint8 read
+
+    assert np.array_equal(plain_pixels, pixels.reshape(-1, 28, 28))
+    assert np.array_equal(plain_labels, labels)
+    assert np.array_equal(decimal_pixels, plain_pixels)
+    assert np.array_equal(decimal_labels, plain_labels)
