@@ -439,3 +439,24 @@ def test_csv_uint8_read_equals_general_read(tmp_path, sample_digits):
     assert np.array_equal(plain_labels, labels)
     assert np.array_equal(decimal_pixels, plain_pixels)
     assert np.array_equal(decimal_labels, plain_labels)
+
+
+def test_mnist_trainer_restores_accelerate_check(digit_tensors, tmp_path):
+    import accelerate.optimizer
+
+    from hf_mnist.train import MnistTrainer
+
+    check = accelerate.optimizer.is_lomo_available
+
+    short_run(MnistTrainer, digit_tensors, tmp_path)
+
+    assert accelerate.optimizer.is_lomo_available is check
+
+
+@pytest.mark.parametrize(("weight_decay", "group_sizes"), [(0.0, [6, 0]), (0.01, [3, 3])])
+def test_mnist_trainer_splits_decay_only_with_weight_decay(digit_tensors, tmp_path, weight_decay, group_sizes):
+    from hf_mnist.train import MnistTrainer
+
+    trainer = short_run(MnistTrainer, digit_tensors, tmp_path, weight_decay=weight_decay)
+
+    assert [len(group["params"]) for group in trainer.optimizer.param_groups] == group_sizes
