@@ -670,6 +670,9 @@ def _decode_images(images: Any, input_data_format: str | None, warn_dark_on_ligh
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
             raise ValueError("images is an empty list; pass at least one image.")
+        stacked = _stack_grey_pil_images(images)
+        if stacked is not None:
+            return [stacked]
         return [_decode_single_image(image, input_data_format, warn_dark_on_light) for image in images]
     if isinstance(images, (np.ndarray, torch.Tensor)):
         return [
@@ -678,6 +681,29 @@ def _decode_images(images: Any, input_data_format: str | None, warn_dark_on_ligh
             )
         ]
     return [_decode_single_image(images, input_data_format, warn_dark_on_light)]
+
+
+def _stack_grey_pil_images(images: list | tuple) -> np.ndarray | None:
+    """
+    Stack same-size mode "L" Pillow images without transparency into one (n, H, W) uint8 array, or return None.
+
+    This is what decoding them one by one and concatenating gives, with one buffer instead of n arrays: a batch
+    of MNIST digits, the pipeline's usual input, spent more time in per-image arrays than in Pillow.
+    """
+    first = images[0]
+    if not isinstance(first, Image.Image):
+        return None
+    size = first.size
+    for image in images:
+        if (
+            not isinstance(image, Image.Image)
+            or image.mode != "L"
+            or image.size != size
+            or "transparency" in image.info
+        ):
+            return None
+    width, height = size
+    return np.frombuffer(b"".join(image.tobytes() for image in images), dtype=np.uint8).reshape(-1, height, width)
 
 
 def _decode_single_image(image: Any, input_data_format: str | None, warn_dark_on_light: bool) -> np.ndarray:
