@@ -29,12 +29,8 @@ from .model_card import CARD_SOURCE_FILES, card_image_paths, render_card_images,
 
 logger = logging.getLogger(__name__)
 
-SHIPPED_CODE_FILES = (
-    "configuration_mnist.py",
-    "modeling_mnist.py",
-    "image_processing_mnist.py",
-    "pipeline_mnist.py",
-)
+PIPELINE_CODE_FILE = "pipeline_mnist.py"
+SHIPPED_CODE_FILES = ("configuration_mnist.py", "modeling_mnist.py", "image_processing_mnist.py", PIPELINE_CODE_FILE)
 REQUIRED_FILES = (
     "config.json",
     "preprocessor_config.json",
@@ -183,6 +179,16 @@ def check_output_dir(output_dir: str | os.PathLike) -> list[str]:
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if not weights:
         missing.insert(0, SINGLE_WEIGHTS_FILE)
+    if missing == [PIPELINE_CODE_FILE]:
+        resave = (
+            "from hf_mnist import MnistForImageClassification as M; "
+            f"M.from_pretrained({str(folder)!r}).save_pretrained({str(folder)!r})"
+        )
+        raise FileNotFoundError(
+            f"Output folder {folder} was saved before hf-mnist shipped its batched pipeline, so "
+            f"{PIPELINE_CODE_FILE} is missing. Save the model again, which adds the file and its "
+            f"custom_pipelines entry in config.json: python -c {shlex.quote(resave)}"
+        )
     if missing:
         raise FileNotFoundError(
             f"Output folder {folder} is not a finished hf-mnist training run: {', '.join(missing)} "

@@ -494,6 +494,23 @@ def test_push_of_incomplete_folder_names_missing_files(published_run, hub, hub_t
     assert hub.requests == []
 
 
+def test_folder_saved_before_the_pipeline_file_gets_resave_command(published_run, hub, hub_token, tmp_path):
+    run = copy_run(published_run.output_dir, tmp_path / "run")
+    (run / "pipeline_mnist.py").unlink()
+    config = json.loads((run / "config.json").read_text())
+    del config["custom_pipelines"]
+    (run / "config.json").write_text(json.dumps(config))
+
+    with pytest.raises(FileNotFoundError, match=r"pipeline_mnist.py is missing.*python -c") as raised:
+        push_output_dir(run, hub.new_repo_id("old-folder"))
+    command = str(raised.value).split("python -c ", 1)[1]
+    subprocess.run([sys.executable, "-c", *shlex.split(command)], check=True)
+
+    assert (run / "pipeline_mnist.py").is_file()
+    assert "image-classification" in json.loads((run / "config.json").read_text())["custom_pipelines"]
+    assert hub.requests == []
+
+
 def test_training_push_without_token_fails_before_training(hub, tmp_path):
     output_dir = tmp_path / "out"
     arguments = parse_arguments(
