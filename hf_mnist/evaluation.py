@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from transformers import Trainer, TrainingArguments
 
 from .data import load_digits
@@ -73,6 +74,9 @@ def evaluate_saved_model(args: EvaluationArguments) -> dict:
             report_to="none",
             dataloader_pin_memory=False,
             remove_unused_columns=False,
+            # Without an accelerator, TrainingArguments sets up multi-process (gloo) work only with use_cpu:
+            # otherwise every process of `accelerate launch` scores the whole split and writes the results.
+            use_cpu=not torch.accelerator.is_available(),
         )
         with trainer_args.main_process_first(desc="preprocessing the evaluation split"):
             split = prepare_split(raw[args.split], image_processor, max_samples=args.max_eval_samples)

@@ -177,6 +177,9 @@ def test_evaluate_script_under_two_processes_matches_single(three_process_run, t
         num_processes=2,
     )  # fmt: skip
     assert succeeded(result)
+    output = result.stdout + result.stderr
+    assert output.count("on sample/validation: accuracy") == 1  # only the main process reports
+    assert "parallel_mode != ParallelMode.DISTRIBUTED" not in output
     metrics = read_json(metrics_json)
     accuracy, count = single_process_accuracy(output_dir, "validation")
     assert metrics["num_samples"] == count
