@@ -83,7 +83,7 @@ def evaluate_saved_model(args: EvaluationArguments) -> dict:
         trainer = Trainer(
             model=model, args=trainer_args, data_collator=collate_digit_batch, processing_class=image_processor
         )
-        prediction = trainer.predict(DigitTensors(split), metric_key_prefix=args.split)
+        prediction = trainer.predict(DigitTensors(split, image_processor), metric_key_prefix=args.split)
 
     metrics = compute_digit_metrics(prediction.predictions.argmax(axis=-1), prediction.label_ids)
     metrics.update({"model": _public_name(args.model), "dataset": _public_name(args.dataset_name)})

@@ -372,6 +372,42 @@ class MnistImageProcessor(BaseImageProcessor):
             digit_found = None if digit_found is None else torch.from_numpy(digit_found)
         return (pixel_values, digit_found) if return_digit_found else pixel_values
 
+    def to_mnist_frames(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Run the first half of `preprocess`: decode `images` and bring them into MNIST's form.
+
+        Takes what `preprocess` takes; a stacked (N, H, W) uint8 array counts as N grey images. Returns the
+        (N, 28, 28) uint8 frames and the (N,) bool `digit_found`. `pixel_values_from_frames` finishes the work:
+        together they give, bit for bit, the `pixel_values` of `preprocess`, so that frames can be stored at
+        28 x 28 and resized for a backbone one batch at a time. Needs `do_mnist_normalize`, which makes frames
+        of one size.
+        """
+        settings = self._resolve_call_options({}).settings
+        if settings.mnist_normalization is None:
+            raise ValueError(
+                "to_mnist_frames needs do_mnist_normalize=True, which brings every image to a 28 x 28 frame; "
+                "call the processor itself for pixel values without that step."
+            )
+        if isinstance(images, np.ndarray) and images.ndim == 3 and images.dtype == np.uint8:
+            return _normalize_like_mnist(images, settings.mnist_normalization)
+        stacks = _decode_images(images, None, warn_dark_on_light=settings.mnist_normalization.invert == "never")
+        stacks, digit_found = _normalize_stacks_like_mnist(stacks, settings.mnist_normalization)
+        return stacks[0], digit_found
+
+    def pixel_values_from_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """
+        Run the second half of `preprocess` on (N, 28, 28) uint8 frames of `to_mnist_frames`: resize, rescale,
+        normalize and repeat channels. Returns `pixel_values`, a (N, num_channels, height, width) float32 tensor.
+        """
+        settings = self._resolve_call_options({}).settings
+        array = _array_from(frames)
+        if array.ndim != 3 or array.dtype != np.uint8:
+            raise ValueError(
+                f"pixel_values_from_frames expects (N, H, W) uint8 frames from to_mnist_frames, got shape "
+                f"{tuple(array.shape)} and dtype {array.dtype}."
+            )
+        return torch.from_numpy(_pixel_values_from_stack(array, settings))
+
     def unnormalize(self, pixel_values: np.ndarray | torch.Tensor) -> np.ndarray:
         """
         Turn `pixel_values` of this processor back into the grey images that they encode.

@@ -4,6 +4,10 @@ Images are decoded and normalised once, by the image processor, in batched `data
 datasets caches on disk. Plain grey PNGs, the form in which datasets stores MNIST, are decoded with zlib
 rather than Pillow. The result is then held as two in-memory tensors, and a training step fetches
 its whole batch with one indexing operation: no PIL, no per-example Python and no per-row Arrow decoding.
+
+When the processor resizes for a backbone, the split stores the 28 x 28 uint8 frames of the MNIST-style step
+instead, and each batch is resized as it is fetched: 60,000 digits at 224 x 224 in 3 channels would take
+36 GB as float32 pixel values, and take 47 MB as frames.
 """
 
 import zlib
@@ -15,15 +19,27 @@ import torch
 from datasets.table import ConcatenationTable, MemoryMappedTable
 from PIL import Image
 
-from .image_processing_mnist import MnistImageProcessor
+from .image_processing_mnist import MNIST_FRAME_SIZE, MnistImageProcessor
 
 PIXEL_COLUMN = "pixel_values"
+FRAME_COLUMN = "frames"
+
+
+def stores_frames(image_processor: MnistImageProcessor) -> bool:
+    """Tell whether prepared splits hold 28 x 28 frames rather than pixel values: with the MNIST-style step
+    on, when the processor's output size differs from the frames' (a backbone's input size)."""
+    size = (image_processor.size["height"], image_processor.size["width"])
+    return bool(image_processor.do_mnist_normalize) and size != (MNIST_FRAME_SIZE, MNIST_FRAME_SIZE)
 
 
 def pixel_features(image_processor: MnistImageProcessor, labelled: bool) -> datasets.Features:
-    """Features of a prepared split: `pixel_values` as the processor outputs them, and the label."""
-    shape = (image_processor.num_channels, image_processor.size["height"], image_processor.size["width"])
-    features = {PIXEL_COLUMN: datasets.Array3D(shape=shape, dtype="float32")}
+    """Features of a prepared split: `pixel_values` as the processor outputs them, or the 28 x 28 uint8
+    frames (see `stores_frames`), and the label."""
+    if stores_frames(image_processor):
+        features = {FRAME_COLUMN: datasets.Array2D(shape=(MNIST_FRAME_SIZE, MNIST_FRAME_SIZE), dtype="uint8")}
+    else:
+        shape = (image_processor.num_channels, image_processor.size["height"], image_processor.size["width"])
+        features = {PIXEL_COLUMN: datasets.Array3D(shape=shape, dtype="float32")}
     if labelled:
         features["label"] = datasets.ClassLabel(names=[str(digit) for digit in range(10)])
     return datasets.Features(features)
@@ -37,7 +53,7 @@ def prepare_split(
     num_proc: int | None = None,
     desc: str = "Preprocessing digits",
 ) -> datasets.Dataset:
-    """Replace the `image` column with the processor's `pixel_values`, formatted as torch tensors."""
+    """Replace the `image` column with the processor's `pixel_values`, or its frames (see `stores_frames`)."""
     if max_samples is not None:
         split = split.select(range(min(max_samples, len(split))))
     labelled = "label" in split.column_names
@@ -48,14 +64,22 @@ def prepare_split(
     if decode_here:
         split = split.cast_column("image", datasets.Image(decode=False))
 
+    frames = stores_frames(image_processor)
+
     def encode(batch):
         images = [_decode_image_cell(cell) for cell in batch["image"]] if decode_here else batch["image"]
         if all(isinstance(image, np.ndarray) for image in images) and len({image.shape for image in images}) == 1:
             # The same values as a list of mode "L" Pillow images gives, from one stacked array.
-            pixel_values = image_processor.preprocess_uint8(np.stack(images))
+            images = np.stack(images)
+            encoded = (
+                {FRAME_COLUMN: image_processor.to_mnist_frames(images)[0]}
+                if frames
+                else {PIXEL_COLUMN: image_processor.preprocess_uint8(images)}
+            )
+        elif frames:
+            encoded = {FRAME_COLUMN: image_processor.to_mnist_frames(images)[0]}
         else:
-            pixel_values = image_processor(images, return_tensors="np")[PIXEL_COLUMN]
-        encoded = {PIXEL_COLUMN: pixel_values}
+            encoded = {PIXEL_COLUMN: image_processor(images, return_tensors="np")[PIXEL_COLUMN]}
         if labelled:
             encoded["label"] = batch["label"]
         return encoded
@@ -130,38 +154,50 @@ def _plain_grey_png_pixels(data: bytes) -> np.ndarray | None:
 class DigitTensors(torch.utils.data.Dataset):
     """A prepared split held as tensors: `pixel_values` (N, C, H, W) float32 and, if labelled, `labels` (N,).
 
-    `DataLoader` calls `__getitems__` with the indices of a whole batch, which returns the batch already
-    stacked; `collate_digit_batch` passes it through.
+    A split that stores frames (see `stores_frames`) is held as `frames` (N, 28, 28) uint8 instead, with
+    `pixel_values` None, and `image_processor`, the processor that prepared it, turns each fetched batch into
+    pixel values. `DataLoader` calls `__getitems__` with the indices of a whole batch, which returns the batch
+    already stacked; `collate_digit_batch` passes it through.
     """
 
-    def __init__(self, split: datasets.Dataset):
+    def __init__(self, split: datasets.Dataset, image_processor: MnistImageProcessor | None = None):
         labelled = "label" in split.column_names
-        columns = _stream_cache_files(split, labelled)
+        column = FRAME_COLUMN if FRAME_COLUMN in split.column_names else PIXEL_COLUMN
+        if column == FRAME_COLUMN and image_processor is None:
+            raise ValueError(
+                "This split holds 28 x 28 frames, which need the image processor that prepared it to become "
+                "pixel values: pass it as DigitTensors(split, image_processor)."
+            )
+        columns = _stream_cache_files(split, column, labelled)
         if columns is None:
             columns = split.with_format("numpy")[:]  # every row at once: {column: np.ndarray}
-        self.pixel_values = torch.from_numpy(np.ascontiguousarray(columns[PIXEL_COLUMN]))
+        values = torch.from_numpy(np.ascontiguousarray(columns[column]))
+        self.pixel_values = values if column == PIXEL_COLUMN else None
+        self.frames = values if column == FRAME_COLUMN else None
+        self.image_processor = image_processor
         self.labels = torch.from_numpy(columns["label"].astype(np.int64)) if labelled else None
 
     def __len__(self) -> int:
-        return self.pixel_values.shape[0]
+        return len(self.pixel_values if self.frames is None else self.frames)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = {PIXEL_COLUMN: self.pixel_values[index]}
-        if self.labels is not None:
-            item["labels"] = self.labels[index]
-        return item
+        return {key: value[0] for key, value in self.__getitems__([index]).items()}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        batch = {PIXEL_COLUMN: self.pixel_values[index]}
+        if self.frames is None:
+            batch = {PIXEL_COLUMN: self.pixel_values[index]}
+        else:
+            batch = {PIXEL_COLUMN: self.image_processor.pixel_values_from_frames(self.frames[index])}
         if self.labels is not None:
             batch["labels"] = self.labels[index]
         return batch
 
 
-def _stream_cache_files(split: datasets.Dataset, labelled: bool) -> dict[str, np.ndarray] | None:
+def _stream_cache_files(split: datasets.Dataset, column: str, labelled: bool) -> dict[str, np.ndarray] | None:
     """
-    Read a prepared split straight from its datasets cache files, one record batch at a time.
+    Read `column` and the labels of a prepared split straight from its datasets cache files, one record batch
+    at a time.
 
     Reading through datasets' memory map would leave every page of the file resident next to the tensor copy,
     which doubles the memory the digits take. Streaming the file with plain reads into one preallocated array
@@ -176,8 +212,9 @@ def _stream_cache_files(split: datasets.Dataset, labelled: bool) -> dict[str, np
     if not all(isinstance(table, MemoryMappedTable) and _replays_keep_values(table) for table in tables):
         return None
 
-    shape = split.features[PIXEL_COLUMN].shape
-    pixels = np.empty((len(split), *shape), dtype=np.float32)
+    feature = split.features[column]
+    shape = feature.shape
+    values = np.empty((len(split), *shape), dtype=feature.dtype)
     labels = np.empty(len(split), dtype=np.int64) if labelled else None
     row = 0
     for table in tables:
@@ -186,13 +223,13 @@ def _stream_cache_files(split: datasets.Dataset, labelled: bool) -> dict[str, np
                 end = row + batch.num_rows
                 if end > len(split):
                     return None
-                pixels[row:end] = _flat_values(batch.column(PIXEL_COLUMN)).reshape(batch.num_rows, *shape)
+                values[row:end] = _flat_values(batch.column(column)).reshape(batch.num_rows, *shape)
                 if labelled:
                     labels[row:end] = batch.column("label").to_numpy()
                 row = end
     if row != len(split):
         return None
-    return {PIXEL_COLUMN: pixels, "label": labels}
+    return {column: values, "label": labels}
 
 
 def _replays_keep_values(table: MemoryMappedTable) -> bool:
@@ -202,7 +239,8 @@ def _replays_keep_values(table: MemoryMappedTable) -> bool:
 
 
 def _flat_values(column: pa.Array) -> np.ndarray:
-    """Return the values of a (nested) list column, such as datasets' Array3D storage, as one flat array."""
+    """Return the values of a (nested) list column, such as datasets' Array2D or Array3D storage, as one flat
+    array."""
     values = column.storage if isinstance(column, pa.ExtensionArray) else column
     while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
         values = values.flatten()
@@ -235,10 +273,12 @@ def prepare_splits(
 
 
 __all__ = [
+    "FRAME_COLUMN",
     "PIXEL_COLUMN",
     "DigitTensors",
     "collate_digit_batch",
     "pixel_features",
     "prepare_split",
     "prepare_splits",
+    "stores_frames",
 ]

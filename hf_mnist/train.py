@@ -505,7 +505,7 @@ def run_training(
             max_eval_samples=data_args.max_eval_samples,
             num_proc=data_args.preprocessing_num_workers,
         )
-    tensors = {name: DigitTensors(split) for name, split in splits.items()}
+    tensors = {name: DigitTensors(split, image_processor) for name, split in splits.items()}
     sizes = split_summary(splits)
     logger.info("Digits from %s, split sizes: %s", data_args.dataset_name, sizes)
     logger.info("Model: %s, %d parameters", _describe(model), model.num_parameters())

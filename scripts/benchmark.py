@@ -56,7 +56,7 @@ def prepare_repeated(cache_dir: str, repeats: int, processor: MnistImageProcesso
     """Load the sample from parquet, repeat it, preprocess it (cached by datasets) and hold it as tensors."""
     sample = load_sample(cache_dir)
     repeated = datasets.concatenate_datasets([sample] * repeats)
-    return DigitTensors(prepare_split(repeated, processor, desc="Benchmark digits"))
+    return DigitTensors(prepare_split(repeated, processor, desc="Benchmark digits"), processor)
 
 
 def raw_pixels(split: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -145,9 +145,10 @@ def bench_training(work: Path, repeats: int, target_rows: int, rows: list) -> No
     train_split = splits["train"]
     copies = max(1, round(target_rows / len(train_split)))
     train = DigitTensors(
-        prepare_split(datasets.concatenate_datasets([train_split] * copies), processor, desc="Train digits")
+        prepare_split(datasets.concatenate_datasets([train_split] * copies), processor, desc="Train digits"),
+        processor,
     )
-    test = DigitTensors(prepare_split(splits["test"], processor, desc="Test digits"))
+    test = DigitTensors(prepare_split(splits["test"], processor, desc="Test digits"), processor)
 
     # The hand-written loop reads Pillow-decoded pixels normalised by hand, never the processor's output.
     pixels, labels = raw_pixels(train_split)

@@ -179,7 +179,7 @@ def test_streamed_cache_equals_datasets_read(sample_digits):
     prepared = prepare_split(sample_digits, MnistImageProcessor())
     expected = prepared.with_format("numpy")[:]
 
-    streamed = preprocessing._stream_cache_files(prepared, labelled=True)
+    streamed = preprocessing._stream_cache_files(prepared, "pixel_values", labelled=True)
 
     assert streamed is not None
     assert np.array_equal(streamed["pixel_values"], expected["pixel_values"])
@@ -198,7 +198,7 @@ def test_reordered_split_is_read_through_datasets(sample_digits, reorder):
 
     tensors = DigitTensors(split)
 
-    assert preprocessing._stream_cache_files(split, labelled=True) is None
+    assert preprocessing._stream_cache_files(split, "pixel_values", labelled=True) is None
     assert torch.equal(tensors.pixel_values, torch.from_numpy(split.with_format("numpy")[:]["pixel_values"]))
     assert tensors.labels.tolist() == split["label"]
 
@@ -460,3 +460,61 @@ def test_mnist_trainer_splits_decay_only_with_weight_decay(digit_tensors, tmp_pa
     trainer = short_run(MnistTrainer, digit_tensors, tmp_path, weight_decay=weight_decay)
 
     assert [len(group["params"]) for group in trainer.optimizer.param_groups] == group_sizes
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Frames: splits for a backbone store 28 x 28 frames and resize each batch
+# ---------------------------------------------------------------------------------------------------------
+
+BACKBONE_PROCESSOR = {"size": 40, "num_channels": 3, "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.3, 0.4]}
+
+
+def test_frames_then_pixel_values_equal_processor_call(sample_digits):
+    processor = MnistImageProcessor(**BACKBONE_PROCESSOR)
+    images = list(sample_digits["image"])
+
+    frames, digit_found = processor.to_mnist_frames(images)
+    pixel_values = processor.pixel_values_from_frames(frames)
+    expected = processor(images, return_tensors="pt")
+
+    assert frames.shape == (DIGIT_COUNT, 28, 28) and frames.dtype == np.uint8
+    assert torch.equal(pixel_values, expected["pixel_values"])
+    assert torch.equal(torch.from_numpy(digit_found), expected["digit_found"])
+
+
+def test_split_for_backbone_stores_frames(sample_digits):
+    processor = MnistImageProcessor(**BACKBONE_PROCESSOR)
+
+    prepared = prepare_split(sample_digits, processor)
+
+    assert preprocessing.stores_frames(processor)
+    assert prepared.column_names == ["frames", "label"]
+    assert not preprocessing.stores_frames(MnistImageProcessor())
+    assert not preprocessing.stores_frames(MnistImageProcessor(size=40, do_mnist_normalize=False))
+
+
+def test_frame_batches_equal_processor_call(sample_digits):
+    processor = MnistImageProcessor(**BACKBONE_PROCESSOR)
+    tensors = DigitTensors(prepare_split(sample_digits, processor), processor)
+    indices = [5, 0, 63, 17, 17, 2]
+
+    batch = tensors.__getitems__(indices)
+    expected = processor([sample_digits["image"][index] for index in indices], return_tensors="pt")
+
+    assert tensors.pixel_values is None and tensors.frames.dtype == torch.uint8
+    assert len(tensors) == DIGIT_COUNT
+    assert torch.equal(batch["pixel_values"], expected["pixel_values"])
+    assert batch["labels"].tolist() == [sample_digits["label"][index] for index in indices]
+    assert torch.equal(tensors[17]["pixel_values"], expected["pixel_values"][3])
+
+
+def test_frames_need_the_processor(sample_digits):
+    prepared = prepare_split(sample_digits, MnistImageProcessor(**BACKBONE_PROCESSOR))
+
+    with pytest.raises(ValueError, match=r"holds 28 x 28 frames.*DigitTensors\(split, image_processor\)"):
+        DigitTensors(prepared)
+
+
+def test_to_mnist_frames_needs_the_step(sample_digits):
+    with pytest.raises(ValueError, match="to_mnist_frames needs do_mnist_normalize=True"):
+        MnistImageProcessor(do_mnist_normalize=False).to_mnist_frames(sample_digits["image"][:2])
