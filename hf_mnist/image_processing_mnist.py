@@ -1113,7 +1113,9 @@ def _unchanged_by_step(stack: np.ndarray, normalization: _MnistNormalization) ->
     window_sums = (_BOX_3X3 @ pixels @ _BOX_3X3).flatten(1)
     full_level = (pixels >= _FULL_STROKE_LEVEL).flatten(1).sum(dim=1).numpy() >= _MAX_STROKE_RANK
     strong = (window_sums >= 9 * _STROKE_PIXEL_FRACTION * 255).sum(dim=1).numpy() >= _MIN_STROKE_PIXELS
-    keep = full_level & strong
+    kept = np.flatnonzero(full_level & strong)  # these have ink, so no mass below is 0
+    candidates, pixels = candidates[kept], pixels[torch.from_numpy(kept)]
+    keep = np.ones(len(candidates), dtype=bool)
 
     # After background correction the digit is the nonzero pixels. Their box must need no scaling, and placing
     # it in the frame must not move it.
