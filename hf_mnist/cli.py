@@ -1,6 +1,7 @@
 """Argument parsing and logging set-up shared by the scripts in `scripts/`."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,11 @@ def parse_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tu
 
 
 def setup_logging(training_args: TrainingArguments | None = None) -> None:
-    """Log at INFO on the main process and at WARNING on the other ranks of a distributed run."""
+    """Log at INFO on the main process and at WARNING on the other ranks of a distributed run.
+
+    The rank comes from `training_args`, or without them from the RANK variable that `accelerate launch` and
+    torchrun set.
+    """
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%H:%M:%S",
@@ -34,7 +39,10 @@ def setup_logging(training_args: TrainingArguments | None = None) -> None:
     )
     # hf_mnist logs at INFO on the main process only. transformers stays at WARNING unless --log_level
     # (or --log_level_replica on the other ranks) requests more.
-    is_main = training_args is None or training_args.should_log
+    if training_args is not None:
+        is_main = training_args.should_log
+    else:  # a script without TrainingArguments: the launcher's RANK tells the main process
+        is_main = int(os.environ.get("RANK", "0")) == 0
     library_level = logging.INFO if is_main else logging.WARNING
     transformers_level = logging.WARNING
     if training_args is not None:

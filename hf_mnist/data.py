@@ -310,6 +310,8 @@ def read_digit_csv(path: str | os.PathLike, label_column: str = "label") -> tupl
     order. Errors give the line number in the file, where the header is line 1 and the first image line 2.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file {path} not found; pass the path of a Kaggle digit-recognizer CSV file.")
     if label_column in CSV_PIXEL_COLUMNS:
         raise ValueError(f"label_column='{label_column}' names a pixel column; pass the name of the label column.")
 

@@ -4,8 +4,8 @@ Every comparison runs in this process, except the memory check, which runs in a 
 peak RSS is its own. Contenders alternate and repeat; the table reports medians and ratios.
 
 Examples:
-    python scripts/benchmark.py            # about 10 minutes on 2 cores
-    python scripts/benchmark.py --quick    # about 2 minutes: fewer repeats and digits
+    python scripts/benchmark.py            # about 1 minute on 2 cores; --repeats 7 takes about 2
+    python scripts/benchmark.py --quick    # about 20 seconds: fewer repeats and digits
     python scripts/benchmark.py --profile  # also print the top cProfile entries of the pipeline run
 """
 
@@ -404,7 +404,7 @@ def print_table(rows: list) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Fewer repeats and digits: about 2 minutes.")
+    parser.add_argument("--quick", action="store_true", help="Fewer repeats and digits: about 20 seconds.")
     parser.add_argument("--repeats", type=int, default=None, help="Runs per contender. Default: 3, or 2 with --quick.")
     parser.add_argument(
         "--threads",

@@ -2,6 +2,8 @@
 
 import csv
 import io
+import logging
+import warnings
 import zlib
 
 import datasets
@@ -518,3 +520,43 @@ def test_frames_need_the_processor(sample_digits):
 def test_to_mnist_frames_needs_the_step(sample_digits):
     with pytest.raises(ValueError, match="to_mnist_frames needs do_mnist_normalize=True"):
         MnistImageProcessor(do_mnist_normalize=False).to_mnist_frames(sample_digits["image"][:2])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Edge cases met while trying the README as a new user
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_blank_image_raises_no_numpy_warning():
+    blank = Image.new("L", (28, 28))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        output = MnistImageProcessor()([blank, blank], return_tensors="np")
+
+    assert not output["digit_found"].any()
+
+
+def test_missing_csv_is_named_with_its_fix(tmp_path):
+    from hf_mnist.data import read_digit_csv
+
+    with pytest.raises(FileNotFoundError, match=r"CSV file .*absent.csv not found; pass the path of a Kaggle"):
+        read_digit_csv(tmp_path / "absent.csv")
+
+
+@pytest.mark.parametrize(("rank", "level"), [("0", logging.INFO), ("1", logging.WARNING)])
+def test_logging_without_training_arguments_follows_rank(monkeypatch, rank, level):
+    from hf_mnist.cli import setup_logging
+
+    library_logger = logging.getLogger("hf_mnist")
+    monkeypatch.setattr(library_logger, "level", library_logger.level)  # restored after the test
+    monkeypatch.setenv("RANK", rank)
+    # Keep the rest of this process's logging set-up as it is.
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: None)
+    for name in ("set_verbosity", "enable_default_handler", "enable_explicit_format"):
+        monkeypatch.setattr(f"transformers.utils.logging.{name}", lambda *args: None)
+    monkeypatch.setattr("datasets.utils.logging.set_verbosity", lambda *args: None)
+
+    setup_logging()
+
+    assert library_logger.level == level
