@@ -6,8 +6,8 @@ rather than Pillow. The result is then held as two in-memory tensors, and a trai
 its whole batch with one indexing operation: no PIL, no per-example Python and no per-row Arrow decoding.
 
 When the processor resizes for a backbone, the split stores the 28 x 28 uint8 frames of the MNIST-style step
-instead, and each batch is resized as it is fetched: 60,000 digits at 224 x 224 in 3 channels would take
-36 GB as float32 pixel values, and take 47 MB as frames.
+instead, and each batch is resized as it is fetched. At 224 x 224 in 3 channels, 60,000 digits would take
+36 GB as float32 pixel values, and they take 47 MB as frames.
 """
 
 import zlib
@@ -69,15 +69,13 @@ def prepare_split(
     def encode(batch):
         images = [_decode_image_cell(cell) for cell in batch["image"]] if decode_here else batch["image"]
         if all(isinstance(image, np.ndarray) for image in images) and len({image.shape for image in images}) == 1:
-            # The same values as a list of mode "L" Pillow images gives, from one stacked array.
+            # Decoded grey PNGs: one stacked array gives the values that a list of mode "L" images would.
             images = np.stack(images)
-            encoded = (
-                {FRAME_COLUMN: image_processor.to_mnist_frames(images)[0]}
-                if frames
-                else {PIXEL_COLUMN: image_processor.preprocess_uint8(images)}
-            )
-        elif frames:
+
+        if frames:
             encoded = {FRAME_COLUMN: image_processor.to_mnist_frames(images)[0]}
+        elif isinstance(images, np.ndarray):
+            encoded = {PIXEL_COLUMN: image_processor.preprocess_uint8(images)}
         else:
             encoded = {PIXEL_COLUMN: image_processor(images, return_tensors="np")[PIXEL_COLUMN]}
         if labelled:
@@ -165,7 +163,7 @@ class DigitTensors(torch.utils.data.Dataset):
         column = FRAME_COLUMN if FRAME_COLUMN in split.column_names else PIXEL_COLUMN
         if column == FRAME_COLUMN and image_processor is None:
             raise ValueError(
-                "This split holds 28 x 28 frames, which need the image processor that prepared it to become "
+                "This split contains 28 x 28 frames, which need the image processor that prepared it to become "
                 "pixel values: pass it as DigitTensors(split, image_processor)."
             )
         columns = _stream_cache_files(split, column, labelled)

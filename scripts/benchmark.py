@@ -226,7 +226,7 @@ def _peak_rss_kib() -> int:
     """Peak RSS of this process's own memory, in KiB.
 
     Not `ru_maxrss`: Linux carries it over from the parent through fork and exec, so a child started by a
-    parent that holds 1.7 GiB reports at least that. VmHWM belongs to the address space that exec creates.
+    parent of 1.7 GiB RSS reports at least that. VmHWM belongs to the address space that exec creates.
     """
     with open("/proc/self/status") as handle:
         for line in handle:
@@ -293,6 +293,16 @@ def write_kaggle_csv(path: Path, pixels: np.ndarray) -> None:
         writer.writerows(pixels.reshape(len(pixels), -1).tolist())
 
 
+def throughput_rows(comparison: str, times: dict[str, list[float]], count: int) -> list[tuple]:
+    """Build table rows of median times and throughput ratios to the "hand-written" contender."""
+    base = median(times["hand-written"])
+    rows = []
+    for name, values in times.items():
+        seconds = median(values)
+        rows.append((comparison, name, seconds, base / seconds, f"{count / seconds:,.0f} digits/s"))
+    return rows
+
+
 def bench_inference(work: Path, repeats: int, copies: int, batch_size: int, profile: bool, rows: list) -> None:
     from transformers import pipeline
 
@@ -334,38 +344,16 @@ def bench_inference(work: Path, repeats: int, copies: int, batch_size: int, prof
         run_prediction(args)
 
     contenders = {"hand-written": hand_images, "pipeline": run_pipeline, "pipeline, MNIST step off": run_plain_pipeline}
-    times = alternate(contenders, repeats)
-    base = median(times["hand-written"])
-    for name in times:
-        throughput = len(images) / median(times[name])
-        rows.append(
-            (
-                f"classify {len(images):,} PIL digits, batch {batch_size}",
-                name,
-                median(times[name]),
-                base / median(times[name]),
-                f"{throughput:,.0f} digits/s",
-            )
-        )
+    comparison = f"classify {len(images):,} PIL digits, batch {batch_size}"
+    rows.extend(throughput_rows(comparison, alternate(contenders, repeats), len(images)))
 
     contenders = {
         "hand-written": hand_csv,
         "predict_csv": run_predict_csv,
         "predict_csv, MNIST step off": lambda: run_predict_csv(plain_dir),
     }
-    times = alternate(contenders, repeats)
-    base = median(times["hand-written"])
-    for name in times:
-        throughput = len(images) / median(times[name])
-        rows.append(
-            (
-                f"predict {len(images):,} digits from a Kaggle CSV",
-                name,
-                median(times[name]),
-                base / median(times[name]),
-                f"{throughput:,.0f} digits/s",
-            )
-        )
+    comparison = f"predict {len(images):,} digits from a Kaggle CSV"
+    rows.extend(throughput_rows(comparison, alternate(contenders, repeats), len(images)))
 
     if profile:
         profiler = cProfile.Profile()

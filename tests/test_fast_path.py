@@ -479,7 +479,8 @@ def test_frames_then_pixel_values_equal_processor_call(sample_digits):
     pixel_values = processor.pixel_values_from_frames(frames)
     expected = processor(images, return_tensors="pt")
 
-    assert frames.shape == (DIGIT_COUNT, 28, 28) and frames.dtype == np.uint8
+    assert frames.shape == (DIGIT_COUNT, 28, 28)
+    assert frames.dtype == np.uint8
     assert torch.equal(pixel_values, expected["pixel_values"])
     assert torch.equal(torch.from_numpy(digit_found), expected["digit_found"])
 
@@ -503,7 +504,8 @@ def test_frame_batches_equal_processor_call(sample_digits):
     batch = tensors.__getitems__(indices)
     expected = processor([sample_digits["image"][index] for index in indices], return_tensors="pt")
 
-    assert tensors.pixel_values is None and tensors.frames.dtype == torch.uint8
+    assert tensors.pixel_values is None
+    assert tensors.frames.dtype == torch.uint8
     assert len(tensors) == DIGIT_COUNT
     assert torch.equal(batch["pixel_values"], expected["pixel_values"])
     assert batch["labels"].tolist() == [sample_digits["label"][index] for index in indices]
@@ -513,7 +515,7 @@ def test_frame_batches_equal_processor_call(sample_digits):
 def test_frames_need_the_processor(sample_digits):
     prepared = prepare_split(sample_digits, MnistImageProcessor(**BACKBONE_PROCESSOR))
 
-    with pytest.raises(ValueError, match=r"holds 28 x 28 frames.*DigitTensors\(split, image_processor\)"):
+    with pytest.raises(ValueError, match=r"contains 28 x 28 frames.*DigitTensors\(split, image_processor\)"):
         DigitTensors(prepared)
 
 
