@@ -41,7 +41,7 @@ def setup_logging(training_args: TrainingArguments | None = None) -> None:
     # (or --log_level_replica on the other ranks) requests more.
     if training_args is not None:
         is_main = training_args.should_log
-    else:  # a script without TrainingArguments: the launcher's RANK tells the main process
+    else:  # a script without TrainingArguments: the RANK that the launcher sets identifies the main process
         is_main = int(os.environ.get("RANK", "0")) == 0
     library_level = logging.INFO if is_main else logging.WARNING
     transformers_level = logging.WARNING

@@ -243,10 +243,10 @@ class MnistTrainingArguments(TrainingArguments):
 class MnistTrainer(Trainer):
     """`Trainer` with the same results and less fixed work per step, which on a CPU is a large share of a step.
 
-    For the run, `train` freezes Python's garbage collector out of the objects that exist when it starts: the
-    full collection that accelerate runs at the start walked every loaded module and took a tenth of an epoch
-    of 60,000 digits on 2 cores. It also answers accelerate's per-step check for the optional `lomo_optim`
-    package from one lookup (see `_lomo_check_once`). Without weight decay, the optimizer gets one parameter
+    For the run, `train` hides the objects that exist when it starts from Python's garbage collector. The full
+    collection that accelerate runs at the start walked every loaded module, which took a tenth of an epoch of
+    60,000 digits on 2 cores. `train` also caches accelerate's per-step check for the optional `lomo_optim`
+    package (see `_lomo_check_once`). Without weight decay, the optimizer gets one parameter
     group with everything, where the decay split would give two identical ones. The FLOP estimate counts the
     parameters once, and without gradient clipping the gradient norm is computed only on the steps that log it.
 
@@ -263,14 +263,14 @@ class MnistTrainer(Trainer):
 
     def get_decay_parameter_names(self, model) -> list[str]:
         if self.args.weight_decay == 0:
-            # Decay and no-decay groups would be identical; one group means one optimizer kernel per step.
+            # Decay and no-decay groups would be identical, and one group means one optimizer kernel per step.
             return [name for name, _ in model.named_parameters()]
         return super().get_decay_parameter_names(model)
 
     def _get_grad_norm(self, model, grad_norm=None):
-        # Trainer computes the gradient norm on every step, to log it. Without clipping, nothing else reads it,
-        # so it is computed only on the steps whose metrics the default logging schedule writes: a norm over
-        # every gradient was a tenth of a CPU step. Logging strategies other than "steps" keep the stock rule.
+        # Trainer computes the gradient norm on every step, to log it, at about a tenth of a CPU step. Without
+        # clipping nothing else reads it, so it is computed only on the steps that the default logging schedule
+        # logs. Logging strategies other than "steps" keep the stock rule.
         if grad_norm is None and not self._step_logs_metrics(self.state.global_step + 1):
             return None
         return super()._get_grad_norm(model, grad_norm=grad_norm)
@@ -297,11 +297,11 @@ class MnistTrainer(Trainer):
 
 @contextlib.contextmanager
 def _lomo_check_once():
-    """Within the block, answer accelerate's optimizer-step check for `lomo_optim` from one lookup.
+    """Cache, within the block, accelerate's optimizer-step check for the `lomo_optim` package.
 
     accelerate 1.x calls `is_lomo_available()` twice in every `AcceleratedOptimizer.step`, and each call searches
     `sys.path` for the package again: about 60 microseconds, 4% of a training step of the dense network on a
-    2-core CPU. Whether the package can be imported does not change during a run, so the first answer serves
+    2-core CPU. Whether the package can be imported does not change during a run, so the first result serves
     the whole block. The original function is put back on exit.
     """
     module = sys.modules.get("accelerate.optimizer")

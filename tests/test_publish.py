@@ -494,7 +494,7 @@ def test_push_of_incomplete_folder_names_missing_files(published_run, hub, hub_t
     assert hub.requests == []
 
 
-def test_folder_saved_before_the_pipeline_file_gets_resave_command(published_run, hub, hub_token, tmp_path):
+def test_push_of_old_folder_gives_resave_command(published_run, hub, hub_token, tmp_path):
     run = copy_run(published_run.output_dir, tmp_path / "run")
     (run / "pipeline_mnist.py").unlink()
     config = json.loads((run / "config.json").read_text())
